@@ -1,0 +1,6 @@
+// goro/goro.hpp - the whole public API of goro, a Go-style M:N goroutine runtime for C++20.
+#pragma once
+
+#include "goro/go.hpp"       // IWYU pragma: export
+#include "goro/runtime.hpp"  // IWYU pragma: export
+#include "goro/sync.hpp"     // IWYU pragma: export

@@ -1,0 +1,1187 @@
+// proc.cpp - the goroutine scheduler: Gs, Ms and Ps, park/ready, run queues, spinning Ms.
+//
+// Design (read beside Go's src/runtime/proc.go, whose model this follows)
+// =======================================================================
+// G: a goroutine: a function, a stack slot (the G record lives at the slot's top), a saved
+//    stack pointer. M: an OS thread; its own thread stack ("g0") runs the scheduler loop.
+//    P: a logical processor; an M must hold one to run goroutines. There are GOMAXPROCS Ps.
+//    Each P has a 256-slot lock-free run queue plus `runnext`; there is also a global run
+//    queue under sched.lock.
+//
+//    goro::go / ready ──► runnext of the current P (older runnext ► tail; full ► half to global)
+//                         or the global queue when called from a plain thread
+//    M loop on g0:        find_runnable ─► execute(G) ─► G runs ─► mcall(fn) ─► fn on g0 ─┐
+//                         ▲                                                              │
+//                         └──────────────────────────────────────────────────────────────┘
+//
+// find_runnable, in order: every 61st tick one G from the global queue (fairness); the local
+// queue; the global queue (a batch); stealing half of a random victim's queue (4 passes in a
+// random coprime order, a victim's runnext only in the last pass); then park the M.
+//
+// Worker parking/unparking (the "delicate dance")
+// -----------------------------------------------
+// We want enough running Ms to use the available Ps, but not so many that idle Ms burn CPU
+// and contend. Rules:
+//  1. An M looking for work without having found any is "spinning" (counted in
+//     sched.nmspinning). At most half of the busy Ps' worth of Ms spin (Go's rule:
+//     2*nmspinning < gomaxprocs - npidle).
+//  2. Whoever makes work available (ready, go, a spinning M that found work) calls wakep(),
+//     which starts an M only if there is an idle P and no M is spinning. One spinning M is
+//     enough: when it finds work it stops spinning and calls wakep() again (chaining), so
+//     bursts ramp up without a thundering herd.
+//  3. A spinning M that gives up: (a) puts its P on the idle list under sched.lock, after
+//     checking the global queue under that same lock; (b) decrements nmspinning; (c) only
+//     then re-checks every P's queue and the global queue, and if anything is there, takes an
+//     idle P back and spins again. Step (c) closes the race with a submitter that queued work
+//     while nmspinning was still non-zero and so did not wake anyone:
+//
+//        spinning M                          submitter
+//        ----------                          ---------
+//        queues look empty                   push G onto its P's queue        (A)
+//        nmspinning--                  (B)   wakep(): nmspinning != 0 → no wake
+//        re-check all queues           (B')
+//     Both sides use sequentially consistent operations on the queue indices and nmspinning,
+//     so either the submitter sees nmspinning == 0 and wakes an M, or the M's re-check (B')
+//     sees the G pushed at (A).
+//  4. An M with no P parks on its note (futex) in sched.midle; startm hands it a P in
+//     m->nextp and wakes the note.
+//
+// Park and ready
+// --------------
+// Every blocking primitive queues a waiter record (the G: waiter()) in its own structure under
+// its own lock, then calls park(unlockf, lock). For a goroutine, park switches to g0 (mcall);
+// g0 marks the G waiting and only then runs unlockf, which releases the primitive's lock. A
+// waker, which must take that lock to find the G, can therefore never ready a G that is still
+// running on its stack. ready() marks it runnable and queues it on the current P's runnext
+// (inheriting the time slice, so a ping-pong pair runs back to back) and calls wakep(). A
+// plain thread has a heap "thread G" (stack_kind kStackThread) instead; park sleeps on a futex
+// on its status word and ready() stores kGRunnable and wakes it. So goroutines and threads
+// wait for each other through exactly the same queues.
+//
+// Per-thread state across switches
+// --------------------------------
+// A goroutine may resume on a different M than it parked on. Two kinds of per-thread state
+// must not be carried over by the compiler:
+//  * The runtime's own current M/G: read only through getm()/getg(), which are out of line
+//    and opaque to interprocedural analysis (noipa), so no caller can keep a thread-local
+//    address computed before a switch.
+//  * The C++ exception globals (__cxa_get_globals: caught exceptions and the uncaught count):
+//    copied into the G when it switches out and back into the running thread when it switches
+//    in, so `throw;` inside a catch block and std::uncaught_exceptions() work after a park.
+// errno is the libc hooks' concern (they save and restore it around parks).
+//
+// Threads: the main thread is never an M; Ms are created on demand, up to one per P plus
+// those blocked in the kernel. An M that cannot be created when go() needs one makes go()
+// throw before the goroutine is published, so a goroutine that go() reports as failed never
+// runs.
+//
+// Lock order: sched.lock ▸ stack pool lock. Primitive locks (sema buckets) are taken before
+// sched.lock (ready() may take sched.lock while a bucket lock is held) and never after it.
+#include "sched/proc.hpp"
+
+#include <cxxabi.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <stdexcept>
+#include <system_error>
+#include <typeinfo>
+
+#include "arch/context.hpp"
+#include "base/platform.hpp"
+#include "base/raw_log.hpp"
+#include "debug/symbolize.hpp"
+#include "goro/runtime.hpp"
+#include "stack/stack.hpp"
+
+#if defined(GORO_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(GORO_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+extern "C" abi::__cxa_eh_globals* __cxa_get_globals() noexcept;
+
+namespace goro::internal {
+
+Sched sched;
+
+namespace {
+
+thread_local M* tls_m = nullptr;
+
+#if defined(GORO_CHAOS)
+constexpr bool kChaos = true;
+#else
+constexpr bool kChaos = false;
+#endif
+
+}  // namespace
+
+// noipa: GCC must not infer that these only read memory and fold two calls around a switch;
+// noinline alone keeps clang from caching the thread-local address.
+#if defined(__clang__)
+#define GORO_OPAQUE __attribute__((noinline))
+#else
+#define GORO_OPAQUE __attribute__((noinline, noipa))
+#endif
+
+GORO_OPAQUE M* getm() noexcept {
+  M* m = tls_m;
+  asm volatile("" : "+r"(m));
+  return m;
+}
+
+GORO_OPAQUE G* getg() noexcept {
+  M* m = tls_m;
+  asm volatile("" : "+r"(m));
+  return m != nullptr ? m->curg : nullptr;
+}
+
+const char* wait_reason_string(WaitReason r) noexcept {
+  switch (r) {
+    case WaitReason::kNone:
+      return "running";
+    case WaitReason::kMutex:
+      return "sync.Mutex.Lock";
+    case WaitReason::kWaitGroup:
+      return "sync.WaitGroup.Wait";
+    case WaitReason::kSemacquire:
+      return "semacquire";
+    case WaitReason::kOnce:
+      return "sync.Once";
+  }
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global run queue and idle lists (all under sched.lock).
+
+namespace {
+
+void globrunqput(G* gp) {
+  gp->schedlink = nullptr;
+  if (sched.runq_tail != nullptr) {
+    sched.runq_tail->schedlink = gp;
+  } else {
+    sched.runq_head = gp;
+  }
+  sched.runq_tail = gp;
+  sched.runqsize.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void globrunqputbatch(G* head, G* tail, int n) {
+  tail->schedlink = nullptr;
+  if (sched.runq_tail != nullptr) {
+    sched.runq_tail->schedlink = head;
+  } else {
+    sched.runq_head = head;
+  }
+  sched.runq_tail = tail;
+  sched.runqsize.fetch_add(n, std::memory_order_seq_cst);
+}
+
+G* globrunqpop() {
+  G* gp = sched.runq_head;
+  if (gp == nullptr) return nullptr;
+  sched.runq_head = gp->schedlink;
+  if (sched.runq_head == nullptr) sched.runq_tail = nullptr;
+  sched.runqsize.fetch_sub(1, std::memory_order_seq_cst);
+  return gp;
+}
+
+void runqput(P* p, G* gp, bool next);
+
+// Takes a batch from the global queue: one to return, the rest onto p's local queue.
+G* globrunqget(P* p, int max) {
+  int size = sched.runqsize.load(std::memory_order_relaxed);
+  if (size == 0) return nullptr;
+  int procs = sched.gomaxprocs.load(std::memory_order_relaxed);
+  int n = size / procs + 1;
+  if (n > size) n = size;
+  if (max > 0 && n > max) n = max;
+  if (n > 128) n = 128;
+  G* gp = globrunqpop();
+  for (int i = 1; i < n; i++) runqput(p, globrunqpop(), false);
+  return gp;
+}
+
+void pidleput(P* p) {
+  p->status.store(kPIdle, std::memory_order_relaxed);
+  p->m = nullptr;
+  p->link = sched.pidle;
+  sched.pidle = p;
+  sched.npidle.fetch_add(1, std::memory_order_seq_cst);
+}
+
+P* pidleget() {
+  P* p = sched.pidle;
+  if (p != nullptr) {
+    sched.pidle = p->link;
+    sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  return p;
+}
+
+void mput(M* m) {
+  m->schedlink = sched.midle;
+  sched.midle = m;
+  sched.nmidle++;
+}
+
+M* mget() {
+  M* m = sched.midle;
+  if (m != nullptr) {
+    sched.midle = m->schedlink;
+    sched.nmidle--;
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local run queue.
+
+void runqput(P* p, G* gp, bool next) {
+  if constexpr (kChaos) {
+    // Randomized order: sometimes skip runnext, sometimes go through the global queue.
+    switch (fastrandn(3)) {
+      case 0:
+        next = false;
+        break;
+      case 1: {
+        LockGuard hold(sched.lock);
+        globrunqput(gp);
+        return;
+      }
+      default:
+        break;
+    }
+  }
+  if (next) {
+    gp = p->runq.put_next(gp);
+    if (gp == nullptr) return;
+  }
+  for (;;) {
+    if (p->runq.push(gp)) return;
+    // Full: move half of the queue plus gp to the global queue in one batch (runqputslow).
+    G* batch[decltype(p->runq)::kCapacity / 2 + 1];
+    std::uint32_t n = p->runq.take_half(batch);
+    if (n == 0) continue;
+    batch[n] = gp;
+    for (std::uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
+    LockGuard hold(sched.lock);
+    globrunqputbatch(batch[0], batch[n], static_cast<int>(n + 1));
+    return;
+  }
+}
+
+P* allp_at(int i) {
+  return sched.allp[i];
+}
+
+void acquirep(M* m, P* p) {
+  if (p->m != nullptr || p->status.load(std::memory_order_relaxed) != kPIdle) {
+    fatal("acquirep: invalid p state");
+  }
+  m->p = p;
+  p->m = m;
+  p->status.store(kPRunning, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ms.
+
+void* mstart(void* arg);
+
+// Creates an M. With p == null it starts idle (queued in midle before it runs). Returns false
+// if the thread cannot be created (errno-style code in *err).
+bool newm(P* p, bool spinning, int* err) {
+  auto* m = new (std::nothrow) M;
+  if (m == nullptr) {
+    *err = ENOMEM;
+    return false;
+  }
+  m->nextp = p;
+  m->spinning = spinning;
+  m->start_idle = p == nullptr;
+  {
+    LockGuard hold(sched.lock);
+    m->id = sched.mnext++;
+    if (p == nullptr) mput(m);
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  // The g0 stack only runs the scheduler and mcall functions (signal handlers use the
+  // alternate stack): 256 KiB is plenty and keeps an idle M's footprint small.
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  // Start with every signal blocked except synchronous faults; mstart unblocks the rest, so
+  // that no signal arrives before the thread's TLS and alternate stack exist.
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&m->thread, &attr, mstart, m);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    if (p == nullptr) {
+      LockGuard hold(sched.lock);
+      // Remove it from midle again (it may no longer be first).
+      M** pp = &sched.midle;
+      while (*pp != nullptr && *pp != m) pp = &(*pp)->schedlink;
+      if (*pp == m) {
+        *pp = m->schedlink;
+        sched.nmidle--;
+      } else {
+        // A startm already took it and handed it a P; the thread will never run. Give the P
+        // back. (Rare: only when thread creation fails.)
+        if (m->nextp != nullptr) pidleput(m->nextp);
+        if (m->spinning) sched.nmspinning.fetch_sub(1);
+      }
+    }
+    delete m;
+    *err = rc;
+    return false;
+  }
+  pthread_detach(m->thread);
+  return true;
+}
+
+// Starts an M to run p (or an idle P if p is null). If spinning, the caller already counted
+// it in nmspinning, and the count is dropped again if nothing can be started.
+void startm(P* p, bool spinning) {
+  sched.lock.lock();
+  if (p == nullptr) {
+    p = pidleget();
+    if (p == nullptr) {
+      sched.lock.unlock();
+      if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+  }
+  M* nm = mget();
+  sched.lock.unlock();
+  if (nm == nullptr) {
+    int err = 0;
+    if (!newm(p, spinning, &err)) {
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true)) {
+        RawBuf b;
+        b.str("goro: cannot create an OS thread (error ").dec(err).str("); running with fewer\n");
+        b.flush();
+      }
+      LockGuard hold(sched.lock);
+      pidleput(p);
+      if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    return;
+  }
+  nm->spinning = spinning;
+  nm->nextp = p;
+  nm->park.wakeup();
+}
+
+// Parks m until startm hands it a P.
+void stopm(M* m) {
+  {
+    LockGuard hold(sched.lock);
+    mput(m);
+  }
+  m->park.sleep();
+  m->park.clear();
+  acquirep(m, m->nextp);
+  m->nextp = nullptr;
+}
+
+}  // namespace
+
+// Tries to add one more M to run goroutines, if a P is idle and no M is spinning.
+void wakep() noexcept {
+  if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;
+  int zero = 0;
+  if (sched.nmspinning.load(std::memory_order_seq_cst) != 0 ||
+      !sched.nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) {
+    return;
+  }
+  startm(nullptr, true);
+}
+
+namespace {
+
+void reset_spinning(M* m) {
+  m->spinning = false;
+  if (sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) <= 0) {
+    fatal("findrunnable: negative nmspinning");
+  }
+  // We found work and stop spinning: let another M spin for the rest (rule 2).
+  wakep();
+}
+
+// Retires m's P (GOMAXPROCS shrank): its queued goroutines move to the global queue.
+void retirep(M* m) {
+  P* p = m->p;
+  G* batch_head = nullptr;
+  G* batch_tail = nullptr;
+  int n = 0;
+  while (G* gp = p->runq.pop()) {
+    gp->schedlink = nullptr;
+    if (batch_tail != nullptr) {
+      batch_tail->schedlink = gp;
+    } else {
+      batch_head = gp;
+    }
+    batch_tail = gp;
+    n++;
+  }
+  stack_flush_cache(p);
+  LockGuard hold(sched.lock);
+  if (n > 0) globrunqputbatch(batch_head, batch_tail, n);
+  m->p = nullptr;
+  p->m = nullptr;
+  if (p->id < sched.gomaxprocs.load(std::memory_order_relaxed)) {
+    // Revived while we were getting here.
+    p->retire.store(false, std::memory_order_relaxed);
+    pidleput(p);
+  } else {
+    p->status.store(kPRetired, std::memory_order_relaxed);
+  }
+}
+
+// The ~3 us pause before stealing a running victim's runnext (it is probably about to run it).
+void steal_pause() {
+  std::int64_t until = nanotime() + 3000;
+  while (nanotime() < until) cpu_relax();
+}
+
+G* steal_work(P* p) {
+  int n = sched.nallp.load(std::memory_order_acquire);
+  if (n <= 1) return nullptr;
+  for (int pass = 0; pass < 4; pass++) {
+    bool last = pass == 3;
+    // A random start and a stride coprime to n visits every P once.
+    std::uint32_t start = fastrandn(static_cast<std::uint32_t>(n));
+    std::uint32_t stride = 1;
+    for (std::uint32_t s = 1 + fastrandn(static_cast<std::uint32_t>(n));
+         s <= static_cast<std::uint32_t>(n); s++) {
+      std::uint32_t a = s, b = static_cast<std::uint32_t>(n);
+      while (b != 0) {
+        std::uint32_t t = a % b;
+        a = b;
+        b = t;
+      }
+      if (a == 1) {
+        stride = s;
+        break;
+      }
+    }
+    for (int i = 0; i < n; i++) {
+      P* victim = allp_at(static_cast<int>((start + static_cast<std::uint32_t>(i) * stride) %
+                                           static_cast<std::uint32_t>(n)));
+      if (victim == p || victim == nullptr) continue;
+      bool victim_running = victim->status.load(std::memory_order_relaxed) == kPRunning;
+      G* gp = p->runq.steal_from(victim->runq, last, [&] {
+        if (victim_running) steal_pause();
+      });
+      if (gp != nullptr) return gp;
+    }
+  }
+  return nullptr;
+}
+
+bool any_local_work() {
+  int n = sched.nallp.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    P* pp = allp_at(i);
+    if (pp != nullptr && !pp->runq.empty()) return true;
+  }
+  return false;
+}
+
+// Finds a goroutine to run; parks the M while there is none. Returns with m->p held.
+G* find_runnable(M* m) {
+  for (;;) {
+    P* p = m->p;
+    if (p->retire.load(std::memory_order_relaxed)) {
+      if (m->spinning) {
+        m->spinning = false;
+        sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
+      }
+      retirep(m);
+      stopm(m);
+      continue;
+    }
+    G* gp = nullptr;
+    // Fairness: every 61 ticks look at the global queue first, so two goroutines readying
+    // each other through runnext cannot starve it.
+    if (p->schedtick % 61 == 0 && sched.runqsize.load(std::memory_order_relaxed) > 0) {
+      LockGuard hold(sched.lock);
+      gp = globrunqget(p, 1);
+    }
+    if (gp == nullptr) gp = p->runq.pop();
+    if (gp == nullptr && sched.runqsize.load(std::memory_order_relaxed) > 0) {
+      LockGuard hold(sched.lock);
+      gp = globrunqget(p, 0);
+    }
+    if (gp == nullptr) {
+      int procs = sched.gomaxprocs.load(std::memory_order_relaxed);
+      if (m->spinning || 2 * sched.nmspinning.load(std::memory_order_relaxed) <
+                             procs - sched.npidle.load(std::memory_order_relaxed)) {
+        if (!m->spinning) {
+          m->spinning = true;
+          sched.nmspinning.fetch_add(1, std::memory_order_seq_cst);
+        }
+        gp = steal_work(p);
+      }
+    }
+    if (gp != nullptr) return gp;
+
+    // Nothing: give up the P and park (rules 3 and 4 of the design essay).
+    sched.lock.lock();
+    if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
+      gp = globrunqget(p, 0);
+      sched.lock.unlock();
+      return gp;
+    }
+    if (p->retire.load(std::memory_order_relaxed)) {
+      sched.lock.unlock();
+      continue;
+    }
+    m->p = nullptr;
+    pidleput(p);
+    sched.lock.unlock();
+    bool was_spinning = m->spinning;
+    if (m->spinning) {
+      m->spinning = false;
+      if (sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) <= 0) {
+        fatal("findrunnable: negative nmspinning");
+      }
+    }
+    if (was_spinning && (sched.runqsize.load(std::memory_order_seq_cst) > 0 || any_local_work())) {
+      sched.lock.lock();
+      P* np = pidleget();
+      sched.lock.unlock();
+      if (np != nullptr) {
+        acquirep(m, np);
+        m->spinning = true;
+        sched.nmspinning.fetch_add(1, std::memory_order_seq_cst);
+        continue;
+      }
+    }
+    stopm(m);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switching.
+
+inline void save_eh(M* m, G* gp) {
+  auto* t = m->eh;
+  gp->eh = *t;
+  *t = EhGlobals{};
+}
+
+inline void restore_eh(M* m, G* gp) {
+  *m->eh = gp->eh;
+}
+
+// g0 → gp. Returns (on g0) when gp calls mcall.
+void execute(M* m, G* gp) {
+  m->curg = gp;
+  gp->m = m;
+  gp->status.store(kGRunning, std::memory_order_relaxed);
+  m->p->schedtick++;
+  restore_eh(m, gp);
+#if defined(GORO_ASAN)
+  __sanitizer_start_switch_fiber(&m->asan_g0_fake_stack, reinterpret_cast<void*>(gp->stack_lo),
+                                 gp->stack_hi - gp->stack_lo);
+#endif
+#if defined(GORO_TSAN)
+  __tsan_switch_to_fiber(gp->tsan_fiber, 0);
+#endif
+  goro_switch(&m->g0_sp, gp->sp);
+#if defined(GORO_ASAN)
+  __sanitizer_finish_switch_fiber(m->asan_g0_fake_stack, nullptr, nullptr);
+#endif
+}
+
+// The caller's side of a switch back to g0: on return the goroutine has been resumed, maybe
+// by another M.
+void mcall(G* (*fn)(M*, G*), bool dying = false) {
+  G* gp = getg();
+  M* m = gp->m;
+  if (!stack_canary_ok(gp)) {
+    RawBuf b;
+    b.str("goroutine ")
+        .udec(gp->goid)
+        .str(": stack overflow (canary at the bottom of its ")
+        .udec(gp->slot_size)
+        .str("-byte stack was overwritten)\n");
+    b.flush();
+    print_goroutine_header(gp, "");
+    die();
+  }
+  m->mcall_fn = fn;
+  save_eh(m, gp);
+#if defined(GORO_ASAN)
+  __sanitizer_start_switch_fiber(dying ? nullptr : &gp->asan_fake_stack, m->g0_stack_bottom,
+                                 m->g0_stack_size);
+#else
+  (void)dying;
+#endif
+#if defined(GORO_TSAN)
+  __tsan_switch_to_fiber(m->tsan_g0_fiber, 0);
+#endif
+  goro_switch(&gp->sp, m->g0_sp);
+#if defined(GORO_ASAN)
+  __sanitizer_finish_switch_fiber(gp->asan_fake_stack, nullptr, nullptr);
+#endif
+}
+
+[[noreturn]] void schedule_loop(M* m) {
+  G* next = nullptr;
+  for (;;) {
+    G* gp = next;
+    if (gp == nullptr) {
+      gp = find_runnable(m);
+      if (m->spinning) reset_spinning(m);
+      if constexpr (kChaos) {
+        // Bounce a goroutine off the M it last ran on, a few times, so it resumes elsewhere.
+        if (gp->lastm == m && sched.gomaxprocs.load(std::memory_order_relaxed) > 1 &&
+            gp->migrate_tries < 4) {
+          gp->migrate_tries++;
+          {
+            LockGuard hold(sched.lock);
+            globrunqput(gp);
+          }
+          wakep();
+          continue;
+        }
+        gp->migrate_tries = 0;
+        gp->lastm = m;
+      }
+    }
+    execute(m, gp);
+    auto fn = m->mcall_fn;
+    m->mcall_fn = nullptr;
+    m->curg = nullptr;
+    next = fn(m, gp);
+  }
+}
+
+void init_m_thread(M* m) {
+  tls_m = m;
+  m->tid = gettid();
+  m->eh = reinterpret_cast<EhGlobals*>(__cxa_get_globals());
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr = nullptr;
+    size_t size = 0;
+    pthread_attr_getstack(&attr, &addr, &size);
+    m->g0_stack_bottom = addr;
+    m->g0_stack_size = size;
+    pthread_attr_destroy(&attr);
+  }
+#if defined(GORO_TSAN)
+  m->tsan_g0_fiber = __tsan_get_current_fiber();
+#endif
+  stack_init_thread(m);
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+}
+
+void* mstart(void* arg) {
+  auto* m = static_cast<M*>(arg);
+  init_m_thread(m);
+  if (m->start_idle) {
+    // Started idle (queued in midle by newm): wait for startm's P. It may already be there,
+    // with the note set; sleep() then returns at once and clear() consumes the wake-up.
+    m->park.sleep();
+    m->park.clear();
+  }
+  acquirep(m, m->nextp);
+  m->nextp = nullptr;
+  schedule_loop(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mcall functions (run on g0 after the goroutine switched out).
+
+struct ParkArgs {
+  bool (*unlockf)(G*, void*);
+  void* arg;
+};
+
+G* park_m(M* m, G* gp) {
+  // The parking goroutine left its arguments in M-independent storage: its own G.
+  auto* a = reinterpret_cast<ParkArgs*>(gp->param);
+  gp->status.store(kGWaiting, std::memory_order_release);
+  if (a->unlockf != nullptr && !a->unlockf(gp, a->arg)) {
+    gp->status.store(kGRunnable, std::memory_order_relaxed);
+    (void)m;
+    return gp;  // cancelled: run it again at once
+  }
+  return nullptr;
+}
+
+G* yield_m(M* m, G* gp) {
+  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  runqput(m->p, gp, false);
+  return nullptr;
+}
+
+G* goexit_m(M* m, G* gp) {
+  gp->status.store(kGDead, std::memory_order_relaxed);
+  gp->m = nullptr;
+#if defined(GORO_TSAN)
+  __tsan_destroy_fiber(gp->tsan_fiber);
+  gp->tsan_fiber = nullptr;
+#endif
+  sched.ngoroutines.fetch_sub(1, std::memory_order_relaxed);
+  stack_put(m->p, gp);
+  return nullptr;
+}
+
+void demangled_type(const std::type_info* ti, RawBuf& b) {
+  if (ti == nullptr) {
+    b.str("unknown");
+    return;
+  }
+  int status = 0;
+  char* d = abi::__cxa_demangle(ti->name(), nullptr, nullptr, &status);
+  b.str(d != nullptr ? d : ti->name());
+  std::free(d);
+}
+
+// The first frame of every goroutine (entered from goro_trampoline).
+[[noreturn]] void goroutine_entry(void* arg) noexcept {
+  auto* gp = static_cast<G*>(arg);
+#if defined(GORO_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+  try {
+    gp->run(gp->closure);
+  } catch (...) {
+    // An exception must not unwind past this frame (there is nothing above it but the
+    // trampoline). Like an unrecovered Go panic, it ends the process.
+    RawBuf b;
+    b.str("panic: goroutine ").udec(gp->goid).str(": uncaught exception of type ");
+    demangled_type(abi::__cxa_current_exception_type(), b);
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      b.str(": ").str(e.what());
+    } catch (...) {
+    }
+    b.str("\n");
+    b.flush();
+    print_goroutine_header(gp, "");
+    die();
+  }
+  if (gp->closure_on_heap) ::operator delete(gp->closure);
+  gp->closure = nullptr;
+  mcall(goexit_m, /*dying=*/true);
+  fatal("goexit: dead goroutine resumed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread Gs: the waiter records of plain threads. Pooled and never freed, so a late
+// futex_wake by a waker always targets valid memory (see ready()).
+
+Lock thread_g_lock;
+G* thread_g_free = nullptr;
+
+struct ThreadGHolder {
+  G* g = nullptr;
+  ~ThreadGHolder() {
+    if (g == nullptr) return;
+    LockGuard hold(thread_g_lock);
+    g->schedlink = thread_g_free;
+    thread_g_free = g;
+  }
+};
+
+thread_local ThreadGHolder tls_thread_g;
+
+GORO_OPAQUE G* thread_g() {
+  ThreadGHolder& h = tls_thread_g;
+  if (h.g == nullptr) {
+    G* g = nullptr;
+    {
+      LockGuard hold(thread_g_lock);
+      g = thread_g_free;
+      if (g != nullptr) thread_g_free = g->schedlink;
+    }
+    if (g == nullptr) g = new G;
+    g->schedlink = nullptr;
+    g->stack_kind = kStackThread;
+    g->status.store(kGRunning, std::memory_order_relaxed);
+    h.g = g;
+  }
+  return h.g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up.
+
+Lock start_lock;
+
+void start_runtime() {
+  LockGuard hold(start_lock);
+  if (sched.started.load(std::memory_order_relaxed)) return;
+  int procs = default_procs();
+  if (const char* env = std::getenv("GOMAXPROCS"); env != nullptr && *env != 0) {
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(env, &end, 10);
+    if (errno == 0 && end != nullptr && *end == 0 && v >= 1 && v <= kMaxProcs) {
+      procs = static_cast<int>(v);
+    } else {
+      RawBuf b;
+      b.str("goro: ignoring GOMAXPROCS=")
+          .str(env)
+          .str(": want an integer in [1, ")
+          .dec(kMaxProcs)
+          .str("]\n");
+      b.flush();
+    }
+  }
+  if (procs > kMaxProcs) procs = kMaxProcs;
+  stack_init();
+  {
+    LockGuard hold2(sched.lock);
+    for (int i = procs - 1; i >= 0; i--) {
+      P* p = new P;
+      p->id = i;
+      sched.allp[i] = p;
+      pidleput(p);
+    }
+    sched.nallp.store(procs, std::memory_order_release);
+    sched.gomaxprocs.store(procs, std::memory_order_relaxed);
+  }
+  sched.started.store(true, std::memory_order_release);
+}
+
+// go() must not publish a goroutine that no M will ever run. If waking an M for it would need
+// a new thread (an idle P, no idle or spinning M), create that thread now, idle, and fail
+// before publishing if it cannot be created.
+void ensure_m_for_wakeup() {
+  if (sched.npidle.load(std::memory_order_relaxed) == 0 ||
+      sched.nmspinning.load(std::memory_order_relaxed) != 0) {
+    return;
+  }
+  {
+    LockGuard hold(sched.lock);
+    if (sched.nmidle > 0) return;
+  }
+  int err = 0;
+  if (!newm(nullptr, false, &err)) {
+    // Only fatal to this go() when no M exists at all or we are on a plain thread: a goroutine
+    // spawning from an M can always be run by that M later.
+    if (getm() == nullptr) {
+      throw std::system_error(err, std::generic_category(),
+                              "goro::go: cannot create an OS thread to run the goroutine");
+    }
+  }
+}
+
+}  // namespace
+
+void ensure_started() noexcept {
+  if (!sched.started.load(std::memory_order_acquire)) start_runtime();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Park / ready.
+
+G* waiter() noexcept {
+  G* gp = getg();
+  return gp != nullptr ? gp : thread_g();
+}
+
+void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
+  G* gp = getg();
+  if (gp != nullptr) {
+    ParkArgs a{unlockf, arg};
+    gp->param = reinterpret_cast<std::uintptr_t>(&a);
+    gp->waitreason = reason;
+    gp->waitsince = nanotime();
+    mcall(park_m);
+    gp->waitreason = WaitReason::kNone;
+    return;
+  }
+  G* tg = thread_g();
+  tg->waitreason = reason;
+  tg->status.store(kGWaiting, std::memory_order_release);
+  if (unlockf != nullptr && !unlockf(tg, arg)) {
+    tg->status.store(kGRunning, std::memory_order_relaxed);
+    return;
+  }
+  while (tg->status.load(std::memory_order_acquire) == kGWaiting) {
+    futex_wait(&tg->status, kGWaiting);
+  }
+  tg->status.store(kGRunning, std::memory_order_relaxed);
+  tg->waitreason = WaitReason::kNone;
+}
+
+void ready(G* gp) noexcept {
+  if (gp->stack_kind == kStackThread) {
+    gp->status.store(kGRunnable, std::memory_order_release);
+    futex_wake(&gp->status, 1);
+    return;
+  }
+  std::uint32_t st = gp->status.load(std::memory_order_acquire);
+  if (st != kGWaiting) {
+    RawBuf b;
+    b.str("fatal error: ready: goroutine ")
+        .udec(gp->goid)
+        .str(" is not waiting (status ")
+        .udec(st)
+        .str(")\n");
+    b.flush();
+    die();
+  }
+  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  M* m = getm();
+  if (m != nullptr && m->p != nullptr) {
+    runqput(m->p, gp, true);
+  } else {
+    LockGuard hold(sched.lock);
+    globrunqput(gp);
+  }
+  wakep();
+}
+
+void gosched() noexcept {
+  if (getg() == nullptr) {
+    sched_yield();
+    return;
+  }
+  mcall(yield_m);
+}
+
+bool can_spin(int iter) noexcept {
+  if (iter >= 4 || num_cpu() <= 1) return false;
+  M* m = getm();
+  if (m == nullptr || m->p == nullptr) return true;  // plain thread: a short spin is fine
+  if (sched.gomaxprocs.load(std::memory_order_relaxed) <=
+      sched.npidle.load(std::memory_order_relaxed) +
+          sched.nmspinning.load(std::memory_order_relaxed) + 1) {
+    return false;
+  }
+  return m->p->runq.empty();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics.
+
+void print_goroutine_header(G* g, const char* what) noexcept {
+  RawBuf b;
+  b.str("goroutine ").udec(g->goid);
+  if (g->name[0] != 0) b.str(" \"").str(g->name).str("\"");
+  b.str(what).str(" created at ");
+  if (g->site.file != nullptr) {
+    b.str(g->site.file).str(":").udec(g->site.line);
+    if (g->site.function != nullptr) b.str(" in ").str(g->site.function);
+    b.str("\n");
+    b.flush();
+    return;
+  }
+  b.ptr(g->site.pc);
+  b.flush();
+  // Symbolizing allocates; only reached on fatal paths.
+  std::string line = symbolize_line(g->site.pc, true);
+  b.str(" ").str(line).str("\n");
+  b.flush();
+}
+
+void print_current_goroutine_context() noexcept {
+  G* g = getg();
+  if (g == nullptr) return;
+  print_goroutine_header(g, " [running]:");
+}
+
+// ---------------------------------------------------------------------------------------------
+// goro::go.
+
+G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, void** closure,
+                 SpawnSite site) {
+  ensure_started();
+  std::size_t stack_size = 0;
+  if (opts != nullptr && opts->stack_size != 0) {
+    stack_size = opts->stack_size;
+    if (stack_size < kMinStackSize || stack_size > kMaxStackSize) {
+      throw std::invalid_argument("goro::go: stack_size must be within [16 KiB, 1 GiB]");
+    }
+  }
+  M* m = getm();
+  G* gp = stack_get(m != nullptr ? m->p : nullptr, stack_size);
+  if (site.pc == nullptr) site.pc = __builtin_return_address(0);
+  gp->site = site;
+  if (opts != nullptr && !opts->name.empty()) {
+    std::size_t n =
+        opts->name.size() < sizeof(gp->name) - 1 ? opts->name.size() : sizeof(gp->name) - 1;
+    std::memcpy(gp->name, opts->name.data(), n);
+    gp->name[n] = 0;
+  }
+  // The closure goes just below the G header when it fits, else on the heap.
+  if (size <= kClosureArea && align <= 64) {
+    gp->closure = reinterpret_cast<void*>((gp->stack_hi - size) & ~(std::uintptr_t{align} - 1));
+    gp->closure_on_heap = false;
+  } else {
+    gp->closure = ::operator new (size, std::align_val_t{align < 16 ? 16 : align});
+    gp->closure_on_heap = true;
+  }
+  *closure = gp->closure;
+  return gp;
+}
+
+void newproc_abort(G* gp) noexcept {
+  if (gp->closure_on_heap) ::operator delete(gp->closure);
+  gp->closure = nullptr;
+  gp->status.store(kGDead, std::memory_order_relaxed);
+  M* m = getm();
+  stack_put(m != nullptr ? m->p : nullptr, gp);
+}
+
+std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
+  try {
+    ensure_m_for_wakeup();
+  } catch (...) {
+    destroy(gp->closure);
+    newproc_abort(gp);
+    throw;
+  }
+  gp->run = run;
+  gp->destroy = destroy;
+  gp->goid = sched.goidgen.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::uintptr_t top =
+      gp->closure_on_heap ? gp->stack_hi : reinterpret_cast<std::uintptr_t>(gp->closure);
+  gp->sp = make_context(reinterpret_cast<void*>(top), goroutine_entry, gp);
+#if defined(GORO_TSAN)
+  gp->tsan_fiber = __tsan_create_fiber(0);
+#endif
+  sched.ngoroutines.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t id = gp->goid;
+  gp->status.store(kGRunnable, std::memory_order_release);
+  M* m = getm();
+  if (m != nullptr && m->p != nullptr) {
+    runqput(m->p, gp, true);
+  } else {
+    LockGuard hold(sched.lock);
+    globrunqput(gp);
+  }
+  wakep();
+  return id;
+}
+
+}  // namespace goro::internal
+
+// ---------------------------------------------------------------------------------------------
+// Public API (goro/runtime.hpp).
+
+namespace goro {
+
+using namespace internal;
+
+void yield() noexcept {
+  gosched();
+}
+
+int gomaxprocs() noexcept {
+  ensure_started();
+  return sched.gomaxprocs.load(std::memory_order_relaxed);
+}
+
+int max_procs() noexcept {
+  return kMaxProcs;
+}
+
+int set_gomaxprocs(int n) {
+  if (n < 1 || n > kMaxProcs) {
+    throw std::invalid_argument("goro::set_gomaxprocs: n must be within [1, max_procs()]");
+  }
+  ensure_started();
+  int old;
+  {
+    LockGuard hold(sched.lock);
+    old = sched.gomaxprocs.load(std::memory_order_relaxed);
+    int have = sched.nallp.load(std::memory_order_relaxed);
+    for (int i = have; i < n; i++) {
+      P* p = new P;
+      p->id = i;
+      sched.allp[i] = p;
+      p->status.store(kPRetired, std::memory_order_relaxed);
+    }
+    if (n > have) sched.nallp.store(n, std::memory_order_release);
+    sched.gomaxprocs.store(n, std::memory_order_relaxed);
+    int total = sched.nallp.load(std::memory_order_relaxed);
+    for (int i = 0; i < total; i++) {
+      P* p = sched.allp[i];
+      if (i < n) {
+        p->retire.store(false, std::memory_order_relaxed);
+        if (p->status.load(std::memory_order_relaxed) == kPRetired) pidleput(p);
+      } else if (p->status.load(std::memory_order_relaxed) == kPIdle) {
+        // Unlink from the idle list and retire at once.
+        P** pp = &sched.pidle;
+        while (*pp != nullptr && *pp != p) pp = &(*pp)->link;
+        if (*pp == p) {
+          *pp = p->link;
+          sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
+        }
+        p->status.store(kPRetired, std::memory_order_relaxed);
+        stack_flush_cache(p);
+      } else if (p->status.load(std::memory_order_relaxed) == kPRunning) {
+        p->retire.store(true, std::memory_order_relaxed);
+      }
+    }
+  }
+  // New Ps: wake Ms if there is work for them.
+  for (int i = old; i < n; i++) wakep();
+  return old;
+}
+
+int num_cpu() noexcept {
+  return internal::num_cpu();
+}
+
+std::int64_t num_goroutine() noexcept {
+  return sched.ngoroutines.load(std::memory_order_relaxed);
+}
+
+int num_threads() noexcept {
+  return count_threads();
+}
+
+bool in_goroutine() noexcept {
+  return getg() != nullptr;
+}
+
+std::size_t default_stack_size() noexcept {
+  return stack_default_size();
+}
+
+void set_default_stack_size(std::size_t bytes) {
+  if (bytes < kMinStackSize || bytes > kMaxStackSize) {
+    throw std::invalid_argument("goro::set_default_stack_size: must be within [16 KiB, 1 GiB]");
+  }
+  stack_set_default_size(bytes);
+}
+
+namespace this_goroutine {
+std::uint64_t id() noexcept {
+  G* g = getg();
+  return g != nullptr ? g->goid : 0;
+}
+}  // namespace this_goroutine
+
+}  // namespace goro

@@ -1,0 +1,201 @@
+// proc.hpp - the scheduler's core structures (Go's runtime2.go) and its internal entry points.
+// The design essay is at the top of proc.cpp.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "base/lock.hpp"
+#include "goro/go.hpp"
+#include "sched/runq.hpp"
+
+namespace goro::internal {
+
+struct M;
+struct P;
+
+// G status words. Each is a statement of who owns the G (and may write its fields).
+enum GStatus : std::uint32_t {
+  kGIdle = 0,  // fresh or released stack slot; owned by the stack allocator
+  kGRunnable,  // in a run queue or being handed over; owned by that queue
+  kGRunning,   // executing on g->m; owned by that M
+  kGWaiting,   // parked; owned by whoever holds the reference that will ready it
+  kGDead,      // finished; in a stack cache; owned by that cache
+};
+
+// Why a G is waiting (shown in dumps and stats).
+enum class WaitReason : std::uint8_t {
+  kNone,
+  kMutex,
+  kWaitGroup,
+  kSemacquire,
+  kOnce,
+};
+const char* wait_reason_string(WaitReason r) noexcept;
+
+// Where a stack slot came from; decides what freeing and overflow detection mean.
+enum StackKind : std::uint8_t {
+  kStackGuarded = 0,       // default size, from a slab, PROT_NONE guard page at the bottom
+  kStackCanary = 1,        // default size, from a slab, no guard page (past the map budget); canary
+  kStackCustom = 2,        // non-default size, its own mapping with a guard page; unmapped at exit
+  kStackCustomCanary = 3,  // as kStackCustom but past the map budget: no guard page
+  kStackThread = 4,        // not a goroutine: a plain thread's waiter record (see thread_g)
+};
+
+// The C++ ABI's per-thread exception state (__cxa_eh_globals in libstdc++ and libc++/libcxxrt
+// on x86-64): the chain of caught exceptions and the uncaught count. It follows its goroutine
+// across switches (see "Per-thread state" in proc.cpp).
+struct EhGlobals {
+  void* caught_exceptions;
+  unsigned int uncaught_exceptions;
+};
+
+// A goroutine. Lives in the top bytes of its own stack slot (so a parked goroutine costs the
+// one page it touched), except thread Gs, which live on the heap.
+struct alignas(64) G {
+  // --- Switch state: written by the M that switches it out, read by the one switching in.
+  void* sp = nullptr;           // saved stack pointer while not running
+  std::uintptr_t stack_lo = 0;  // lowest usable stack address
+  std::uintptr_t stack_hi = 0;  // one past the highest usable address (this G's header)
+  std::atomic<std::uint32_t> status{kGIdle};  // GStatus; also the futex word of a thread G
+  M* m = nullptr;                             // the M running it, while kGRunning
+  G* schedlink = nullptr;  // link in the global run queue or a batch; owned with the G
+  EhGlobals eh{};          // C++ exception state while switched out
+  std::uint64_t goid = 0;
+  WaitReason waitreason = WaitReason::kNone;
+  std::uint8_t stack_kind = kStackGuarded;
+  bool closure_on_heap = false;
+  std::uint8_t migrate_tries = 0;  // chaos builds: how often it was bounced off its last M
+  std::uint32_t reuses = 0;        // how many goroutines this slot has run (trim schedule)
+  std::int64_t waitsince = 0;      // nanotime() when it parked
+  M* lastm = nullptr;              // chaos builds: the M it last ran on
+
+  // --- Entry: set at creation, read once by the goroutine itself.
+  void (*run)(void*) = nullptr;
+  void (*destroy)(void*) = nullptr;
+  void* closure = nullptr;
+
+  // --- Debug: immutable while the goroutine lives.
+  SpawnSite site{};
+  char name[32] = {};
+
+  // --- Stack slot: immutable while the slot exists.
+  std::uintptr_t slot_base = 0;  // lowest address of the slot (guard page or canary)
+  std::size_t slot_size = 0;
+
+  // --- Sanitizer fiber state.
+  void* asan_fake_stack = nullptr;
+  void* tsan_fiber = nullptr;
+
+  // --- Park/ready handshake (param passed by the readier, e.g. a semaphore ticket).
+  std::uintptr_t param = 0;
+};
+
+// A P: a logical processor. An M must hold a P to run goroutines.
+enum PStatus : std::uint32_t {
+  kPIdle = 0,  // in sched.pidle; owned by the scheduler lock
+  kPRunning,   // held by p->m
+  kPRetired,   // beyond GOMAXPROCS; owned by the scheduler lock; may be revived
+};
+
+inline constexpr int kStackCacheSize = 64;
+
+struct alignas(64) P {
+  std::int32_t id = 0;
+  std::atomic<std::uint32_t> status{kPIdle};
+  std::atomic<bool> retire{false};  // set by set_gomaxprocs: stop at the next schedule
+  P* link = nullptr;                // in sched.pidle; under sched.lock
+  M* m = nullptr;                   // holder while running
+  std::uint32_t schedtick = 0;      // owner only
+  RunQueue<G, 256> runq;
+  // Dead Gs with default-size stacks, ready for reuse; owner only.
+  G* gcache[kStackCacheSize];
+  int ngcache = 0;
+};
+
+// An M: an OS thread that runs goroutines. Its own thread stack is its "g0": the scheduler
+// loop and the code that runs between goroutines (mcall functions) run there.
+struct M {
+  void* g0_sp = nullptr;    // the g0 context's saved stack pointer while a goroutine runs
+  G* curg = nullptr;        // the goroutine running on it; written only by this M
+  P* p = nullptr;           // the P it holds; written by this M (or before it starts)
+  P* nextp = nullptr;       // a P handed over by startm; read after park wakes
+  bool spinning = false;    // looking for work; counted in sched.nmspinning
+  bool start_idle = false;  // created without a P (queued in midle before its thread ran)
+  Note park;                // idle Ms sleep here
+  M* schedlink = nullptr;   // in sched.midle; under sched.lock
+  std::int64_t id = 0;
+  int tid = 0;
+  pthread_t thread{};
+  // What to run on g0 after the current goroutine switched away; returns a G to run at once
+  // (a cancelled park) or null to schedule.
+  G* (*mcall_fn)(M*, G*) = nullptr;
+  EhGlobals* eh = nullptr;  // this thread's __cxa_eh_globals
+  void* altstack = nullptr;
+  // Sanitizer state for the g0 stack.
+  const void* g0_stack_bottom = nullptr;
+  std::size_t g0_stack_size = 0;
+  void* asan_g0_fake_stack = nullptr;
+  void* tsan_g0_fiber = nullptr;
+};
+
+inline constexpr int kMaxProcs = 1024;
+
+// Process-wide scheduler state (Go's schedt).
+struct Sched {
+  Lock lock;
+  // Idle Ms, under lock.
+  M* midle = nullptr;
+  int nmidle = 0;
+  std::int64_t mnext = 0;  // Ms created so far (also the next M id)
+  // Idle Ps, under lock; npidle is also read without it.
+  P* pidle = nullptr;
+  std::atomic<int> npidle{0};
+  std::atomic<int> nmspinning{0};
+  // Global run queue, under lock; runqsize is also read without it.
+  G* runq_head = nullptr;
+  G* runq_tail = nullptr;
+  std::atomic<int> runqsize{0};
+  std::atomic<int> gomaxprocs{0};
+  std::atomic<int> nallp{0};  // Ps created so far (never freed)
+  P* allp[kMaxProcs] = {};
+  std::atomic<std::int64_t> ngoroutines{0};
+  std::atomic<std::uint64_t> goidgen{0};
+  std::atomic<bool> started{false};
+};
+
+extern Sched sched;
+
+// The current M / G, read so that the compiler cannot cache a thread-local address across a
+// switch (see "Per-thread state" in proc.cpp). getg() is null on g0 and plain threads.
+M* getm() noexcept;
+G* getg() noexcept;
+
+// Starts the runtime if it is not running yet. Cheap after the first call.
+void ensure_started() noexcept;
+
+// The one park/ready mechanism. park() blocks the caller: a goroutine switches to its g0,
+// which runs unlockf(g, arg) after the goroutine is fully switched out (so a waker that
+// finds g through a structure protected by that lock can ready it only after it is parked);
+// a plain thread sleeps on a futex. If unlockf returns false the park is cancelled. ready()
+// makes a parked G runnable; it may be called from anywhere, including plain threads.
+// waiter() is the record of the calling goroutine or plain thread to queue before park().
+G* waiter() noexcept;
+void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept;
+void ready(G* gp) noexcept;
+
+// Lets the calling goroutine run others and come back (Gosched). Plain threads sched_yield.
+void gosched() noexcept;
+
+// Whether a spinning wait on a contended lock is worthwhile (Go's sync_runtime_canSpin).
+bool can_spin(int iter) noexcept;
+
+// Prints, raw, the current goroutine's id, state and creation site (for fatal messages).
+void print_current_goroutine_context() noexcept;
+// Formats g's creation site into buf (may allocate: only for fatal paths and dumps).
+void print_goroutine_header(G* g, const char* what) noexcept;
+
+}  // namespace goro::internal
