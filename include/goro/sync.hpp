@@ -21,6 +21,20 @@
 
 namespace goro {
 
+namespace internal {
+
+/// The runtime semaphore that every goro primitive embeds: a count plus the queue of goroutines
+/// and threads waiting for it. Internal (its operations live in the library); never touch it.
+struct Sema {
+  std::atomic<std::uint32_t> count{0};
+  std::atomic<std::uint32_t> nwait{0};  // waiters queued or about to queue
+  std::atomic<std::uint32_t> lock{0};   // a futex lock guarding head and tail
+  void* head = nullptr;
+  void* tail = nullptr;
+};
+
+}  // namespace internal
+
 /// Waits for a collection of goroutines (or threads) to finish, like Go's sync.WaitGroup.
 /// add(n) before starting work, done() when each piece ends, wait() to block until the counter
 /// is zero. Thread-safe. Not copyable or movable: share it by reference.
@@ -48,7 +62,7 @@ class GORO_API WaitGroup {
 
  private:
   std::atomic<std::uint64_t> state_{0};  // high 32 bits: counter; low 32 bits: waiters
-  std::atomic<std::uint32_t> sema_{0};
+  internal::Sema sema_;
 };
 
 /// A mutual exclusion lock that parks goroutines instead of blocking their threads, like Go's
@@ -91,7 +105,7 @@ class GORO_API Mutex {
   // Bit layout: bit 0 locked, bit 1 woken (a waiter was readied and is competing), bit 2
   // starving, bits 3..31 the number of parked waiters.
   std::atomic<std::int32_t> state_{0};
-  std::atomic<std::uint32_t> sema_{0};
+  internal::Sema sema_;
 };
 
 /// Runs a function exactly once among all callers, like Go's sync.Once, with std::call_once's

@@ -1,7 +1,8 @@
 // context.hpp - the architecture-neutral face of the context switch.
 //
-// A context is a stack pointer. goro_switch saves the running context's callee-saved state on
-// its own stack, stores its stack pointer, and resumes another context from its stack pointer.
+// A context is a stack pointer. A switch saves the running context's callee-saved state on its
+// own stack, stores its stack pointer, and resumes another context from its stack pointer.
+// Switches always go between a goroutine and its thread's g0 (the scheduler stack).
 // make_context lays out a fresh stack so that the first switch into it enters
 // entry(arg) through goro_trampoline. Per-architecture code lives in arch/<arch>/.
 #pragma once
@@ -17,7 +18,10 @@
 #endif
 
 extern "C" {
-void goro_switch(void** save_sp, void* load_sp);
+// See switch_x86_64_sysv_elf.S. `cw` is the running thread's current control words (MXCSR in
+// the low 32 bits, the x87 control word above), kept by its M.
+void goro_switch_to_g0(void** save_sp, void* g0_sp, std::uint64_t* cw);
+void goro_switch_from_g0(void** save_sp, void* g_sp, std::uint64_t* cw);
 void goro_trampoline();
 }
 
@@ -44,7 +48,7 @@ static_assert(offsetof(SavedFrame, ret) == GORO_FRAME_RET);
 static_assert(sizeof(SavedFrame) == GORO_FRAME_SIZE);
 
 // Prepares a context whose stack ends (exclusive) at `top` and returns its initial stack
-// pointer. The first goro_switch to it calls entry(arg) on that stack, 16-byte aligned as the
+// pointer. The first switch to it calls entry(arg) on that stack, 16-byte aligned as the
 // ABI requires, with the default MXCSR (all exceptions masked, round to nearest) and x87
 // control word.
 inline void* make_context(void* top, ContextEntry entry, void* arg) noexcept {
@@ -58,6 +62,15 @@ inline void* make_context(void* top, ContextEntry entry, void* arg) noexcept {
   f->r12 = reinterpret_cast<std::uint64_t>(arg);
   f->ret = reinterpret_cast<void*>(&goro_trampoline);
   return f;
+}
+
+// The calling thread's current control words, in the layout goro_switch_* keep in M.
+inline std::uint64_t current_control_words() noexcept {
+  std::uint32_t mxcsr;
+  std::uint16_t cw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(cw));
+  return mxcsr | (static_cast<std::uint64_t>(cw) << 32);
 }
 
 }  // namespace goro::internal

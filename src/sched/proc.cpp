@@ -189,13 +189,64 @@ void globrunqputbatch(G* head, G* tail, int n) {
   sched.runqsize.fetch_add(n, std::memory_order_seq_cst);
 }
 
+// The injection queue: goroutines made runnable by threads without a P (go() and ready()
+// called from plain threads) are pushed here without a lock; consumers pop under sched.lock,
+// so there is one consumer at a time. Dmitry Vyukov's intrusive MPSC queue with a stub node:
+//   push: x->next = null; prev = tail.exchange(x); prev->next = x;
+// Between a producer's exchange and its link the queue looks empty to the consumer even though
+// runqsize counts x; consumers then treat it as empty, and the producer's wakep() after the
+// link starts an M for it.
+G inject_stub;
+G* inject_head = &inject_stub;             // consumer side, under sched.lock
+std::atomic<G*> inject_tail{&inject_stub};  // producer side
+
+void inject_push(G* gp) {
+  gp->injectlink.store(nullptr, std::memory_order_relaxed);
+  G* prev = inject_tail.exchange(gp, std::memory_order_acq_rel);
+  prev->injectlink.store(gp, std::memory_order_release);
+}
+
+G* inject_pop() {
+  G* h = inject_head;
+  G* next = h->injectlink.load(std::memory_order_acquire);
+  if (h == &inject_stub) {
+    if (next == nullptr) return nullptr;
+    inject_head = next;
+    h = next;
+    next = next->injectlink.load(std::memory_order_acquire);
+  }
+  if (next != nullptr) {
+    inject_head = next;
+    return h;
+  }
+  if (h != inject_tail.load(std::memory_order_acquire)) return nullptr;  // a push in progress
+  inject_push(&inject_stub);
+  next = h->injectlink.load(std::memory_order_acquire);
+  if (next != nullptr) {
+    inject_head = next;
+    return h;
+  }
+  return nullptr;
+}
+
+// Pops from the global queue: the locked list first, then the injection queue.
 G* globrunqpop() {
   G* gp = sched.runq_head;
-  if (gp == nullptr) return nullptr;
-  sched.runq_head = gp->schedlink;
-  if (sched.runq_head == nullptr) sched.runq_tail = nullptr;
+  if (gp != nullptr) {
+    sched.runq_head = gp->schedlink;
+    if (sched.runq_head == nullptr) sched.runq_tail = nullptr;
+  } else {
+    gp = inject_pop();
+    if (gp == nullptr) return nullptr;
+  }
   sched.runqsize.fetch_sub(1, std::memory_order_seq_cst);
   return gp;
+}
+
+// Makes gp runnable from a thread without a P: no lock.
+void injectglist(G* gp) {
+  sched.runqsize.fetch_add(1, std::memory_order_seq_cst);
+  inject_push(gp);
 }
 
 void runqput(P* p, G* gp, bool next);
@@ -210,7 +261,11 @@ G* globrunqget(P* p, int max) {
   if (max > 0 && n > max) n = max;
   if (n > 128) n = 128;
   G* gp = globrunqpop();
-  for (int i = 1; i < n; i++) runqput(p, globrunqpop(), false);
+  for (int i = 1; gp != nullptr && i < n; i++) {
+    G* more = globrunqpop();
+    if (more == nullptr) break;
+    runqput(p, more, false);
+  }
   return gp;
 }
 
@@ -234,14 +289,14 @@ P* pidleget() {
 void mput(M* m) {
   m->schedlink = sched.midle;
   sched.midle = m;
-  sched.nmidle++;
+  sched.nmidle.fetch_add(1, std::memory_order_relaxed);
 }
 
 M* mget() {
   M* m = sched.midle;
   if (m != nullptr) {
     sched.midle = m->schedlink;
-    sched.nmidle--;
+    sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
   }
   return m;
 }
@@ -340,7 +395,7 @@ bool newm(P* p, bool spinning, int* err) {
       while (*pp != nullptr && *pp != m) pp = &(*pp)->schedlink;
       if (*pp == m) {
         *pp = m->schedlink;
-        sched.nmidle--;
+        sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
       } else {
         // A startm already took it and handed it a P; the thread will never run. Give the P
         // back. (Rare: only when thread creation fails.)
@@ -548,8 +603,10 @@ G* find_runnable(M* m) {
     sched.lock.lock();
     if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
       gp = globrunqget(p, 0);
-      sched.lock.unlock();
-      return gp;
+      if (gp != nullptr) {
+        sched.lock.unlock();
+        return gp;
+      }
     }
     if (p->retire.load(std::memory_order_relaxed)) {
       sched.lock.unlock();
@@ -607,7 +664,7 @@ void execute(M* m, G* gp) {
 #if defined(GORO_TSAN)
   __tsan_switch_to_fiber(gp->tsan_fiber, 0);
 #endif
-  goro_switch(&m->g0_sp, gp->sp);
+  goro_switch_from_g0(&m->g0_sp, gp->sp, &m->control_words);
 #if defined(GORO_ASAN)
   __sanitizer_finish_switch_fiber(m->asan_g0_fake_stack, nullptr, nullptr);
 #endif
@@ -640,7 +697,7 @@ void mcall(G* (*fn)(M*, G*), bool dying = false) {
 #if defined(GORO_TSAN)
   __tsan_switch_to_fiber(m->tsan_g0_fiber, 0);
 #endif
-  goro_switch(&gp->sp, m->g0_sp);
+  goro_switch_to_g0(&gp->sp, m->g0_sp, &m->control_words);
 #if defined(GORO_ASAN)
   __sanitizer_finish_switch_fiber(gp->asan_fake_stack, nullptr, nullptr);
 #endif
@@ -681,6 +738,7 @@ void init_m_thread(M* m) {
   tls_m = m;
   m->tid = gettid();
   m->eh = reinterpret_cast<EhGlobals*>(__cxa_get_globals());
+  m->control_words = current_control_words();
   pthread_attr_t attr;
   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
     void* addr = nullptr;
@@ -879,10 +937,7 @@ void ensure_m_for_wakeup() {
       sched.nmspinning.load(std::memory_order_relaxed) != 0) {
     return;
   }
-  {
-    LockGuard hold(sched.lock);
-    if (sched.nmidle > 0) return;
-  }
+  if (sched.nmidle.load(std::memory_order_relaxed) > 0) return;
   int err = 0;
   if (!newm(nullptr, false, &err)) {
     // Only fatal to this go() when no M exists at all or we are on a plain thread: a goroutine
@@ -914,7 +969,6 @@ void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
     ParkArgs a{unlockf, arg};
     gp->param = reinterpret_cast<std::uintptr_t>(&a);
     gp->waitreason = reason;
-    gp->waitsince = nanotime();
     mcall(park_m);
     gp->waitreason = WaitReason::kNone;
     return;
@@ -955,8 +1009,7 @@ void ready(G* gp) noexcept {
   if (m != nullptr && m->p != nullptr) {
     runqput(m->p, gp, true);
   } else {
-    LockGuard hold(sched.lock);
-    globrunqput(gp);
+    injectglist(gp);
   }
   wakep();
 }
@@ -1077,8 +1130,7 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   if (m != nullptr && m->p != nullptr) {
     runqput(m->p, gp, true);
   } else {
-    LockGuard hold(sched.lock);
-    globrunqput(gp);
+    injectglist(gp);
   }
   wakep();
   return id;

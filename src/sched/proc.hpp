@@ -63,6 +63,7 @@ struct alignas(64) G {
   std::atomic<std::uint32_t> status{kGIdle};  // GStatus; also the futex word of a thread G
   M* m = nullptr;                             // the M running it, while kGRunning
   G* schedlink = nullptr;  // link in the global run queue or a batch; owned with the G
+  std::atomic<G*> injectlink{nullptr};  // link in the injection queue (see proc.cpp)
   EhGlobals eh{};          // C++ exception state while switched out
   std::uint64_t goid = 0;
   WaitReason waitreason = WaitReason::kNone;
@@ -70,7 +71,6 @@ struct alignas(64) G {
   bool closure_on_heap = false;
   std::uint8_t migrate_tries = 0;  // chaos builds: how often it was bounced off its last M
   std::uint32_t reuses = 0;        // how many goroutines this slot has run (trim schedule)
-  std::int64_t waitsince = 0;      // nanotime() when it parked
   M* lastm = nullptr;              // chaos builds: the M it last ran on
 
   // --- Entry: set at creation, read once by the goroutine itself.
@@ -134,6 +134,7 @@ struct M {
   // (a cancelled park) or null to schedule.
   G* (*mcall_fn)(M*, G*) = nullptr;
   EhGlobals* eh = nullptr;  // this thread's __cxa_eh_globals
+  std::uint64_t control_words = 0;  // the thread's current MXCSR | x87 CW << 32 (arch switch)
   void* altstack = nullptr;
   // Sanitizer state for the g0 stack.
   const void* g0_stack_bottom = nullptr;
@@ -149,13 +150,14 @@ struct Sched {
   Lock lock;
   // Idle Ms, under lock.
   M* midle = nullptr;
-  int nmidle = 0;
+  std::atomic<int> nmidle{0};  // written under lock, also read without it
   std::int64_t mnext = 0;  // Ms created so far (also the next M id)
   // Idle Ps, under lock; npidle is also read without it.
   P* pidle = nullptr;
   std::atomic<int> npidle{0};
   std::atomic<int> nmspinning{0};
-  // Global run queue, under lock; runqsize is also read without it.
+  // Global run queue, under lock (plus the lock-free injection queue in proc.cpp); runqsize
+  // counts both and is also read without the lock.
   G* runq_head = nullptr;
   G* runq_tail = nullptr;
   std::atomic<int> runqsize{0};

@@ -31,9 +31,10 @@
 //
 // Caches. A dead G keeps its slot: it goes to its P's cache (64 entries, owner-only, no lock),
 // and overflow moves half of that cache to the global pool (under pool_lock). The pool keeps
-// up to 4096 slots resident; beyond that returned slots are released to the kernel in batches
-// of 256 (MADV_DONTNEED over runs of neighbouring slots, headers included) and remembered by
-// address for reuse.
+// 4096 slots resident for good; slots beyond that which the pool did not need for a whole
+// scavenge period (500 ms, judged by the pool's low-water mark) are released to the kernel
+// (MADV_DONTNEED over runs of neighbouring slots, headers included) and remembered by address
+// for reuse. So a burst reuses its slots while it lasts and gives them back after it.
 //
 // Trimming. A slot whose goroutine recursed deeply keeps those pages. On every 32nd reuse
 // of a slot (counted per slot, wherever it is cached), the page 32 KiB below the top is tested
@@ -78,7 +79,7 @@ namespace {
 constexpr std::size_t kSlabBytes = 16 << 20;  // slots per slab = max(1, 16 MiB / size), max 64
 constexpr std::size_t kPoolKeep = 4096;
 constexpr std::size_t kTrimKeep = 32 * 1024;
-constexpr std::size_t kReleaseBatch = 256;
+constexpr std::int64_t kScavengePeriodNs = 500'000'000;
 constexpr std::size_t kCanaryBytes = 64;
 constexpr std::size_t kAltStackSize = 128 * 1024;
 
@@ -95,7 +96,9 @@ struct SizeClass {
   std::size_t size;
   std::vector<G*> live;                  // dead Gs with resident headers
   std::vector<std::uintptr_t> released;  // slot base | kind, header released to the kernel
-  std::vector<std::uintptr_t> pending;   // slot base | kind, to be released in a batch
+  std::vector<std::uintptr_t> pending;   // slot base | kind, being released in a batch
+  std::size_t low_water = 0;             // smallest live.size() since the last scavenge
+  std::int64_t last_scavenge = 0;
   Slab* carving = nullptr;               // slab with uncarved slots left
 };
 
@@ -188,7 +191,7 @@ SizeClass* size_class(std::size_t size) {
   for (SizeClass* c : *classes) {
     if (c->size == size) return c;
   }
-  auto* c = new SizeClass{size, {}, {}, {}, nullptr};
+  auto* c = new SizeClass{size, {}, {}, {}, 0, nanotime(), nullptr};
   classes->push_back(c);
   return c;
 }
@@ -293,17 +296,35 @@ void flush_release(SizeClass* c) {
   v.clear();
 }
 
-// Under pool_lock: a dead default-class G into the pool, or, beyond kPoolKeep resident slots,
-// onto the list of slots to release.
+// Under pool_lock: releases the slots the pool did not need lately. Slots that stayed in the
+// pool through a whole scavenge period (its low-water mark) beyond kPoolKeep go back to the
+// kernel, oldest first; a burst's slots are therefore reused while the burst lasts and
+// released soon after it ends, instead of being released and faulted in again mid-burst.
+void scavenge(SizeClass* c, std::int64_t now) {
+  std::size_t idle = c->low_water < c->live.size() ? c->low_water : c->live.size();
+  if (idle > kPoolKeep) {
+    std::size_t n = idle - kPoolKeep;
+    for (std::size_t i = 0; i < n; i++) {
+      G* g = c->live[i];
+      c->pending.push_back(g->slot_base | g->stack_kind);
+    }
+    c->live.erase(c->live.begin(), c->live.begin() + static_cast<std::ptrdiff_t>(n));
+    cached_slots.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+    flush_release(c);
+  }
+  c->low_water = c->live.size();
+  c->last_scavenge = now;
+}
+
+// Under pool_lock: a dead default-class G into the pool.
 void pool_put(G* g) {
   SizeClass* c = size_class(g->slot_size);
-  if (c->live.size() < kPoolKeep) {
-    c->live.push_back(g);
-    cached_slots.fetch_add(1, std::memory_order_relaxed);
-    return;
+  c->live.push_back(g);
+  cached_slots.fetch_add(1, std::memory_order_relaxed);
+  if (c->live.size() > kPoolKeep) {
+    std::int64_t now = nanotime();
+    if (now - c->last_scavenge > kScavengePeriodNs) scavenge(c, now);
   }
-  c->pending.push_back(g->slot_base | g->stack_kind);
-  if (c->pending.size() >= kReleaseBatch) flush_release(c);
 }
 
 bool is_slab_kind(std::uint8_t kind) {
@@ -414,6 +435,7 @@ G* stack_get(P* p, std::size_t size) {
         p->gcache[p->ngcache++] = c->live.back();
         c->live.pop_back();
       }
+      if (c->live.size() < c->low_water) c->low_water = c->live.size();
       if (p->ngcache > 0) {
         // Counted as cached still; take one.
         G* g = p->gcache[--p->ngcache];

@@ -28,7 +28,7 @@ void WaitGroup::add(std::int64_t delta) noexcept {
     fatal("sync: WaitGroup misuse: add called concurrently with wait");
   }
   state_.store(0, std::memory_order_relaxed);
-  for (; w != 0; w--) semrelease(&sema_, false);
+  semrelease(&sema_, false, w);
 }
 
 void WaitGroup::wait() noexcept {
