@@ -41,9 +41,10 @@ REPO_DIR = BENCH_DIR.parent
 GO_DIR = BENCH_DIR / "peers" / "go"
 
 FLAVOURS = ["goro", "go", "fiber", "thread"]
-WORKLOADS = ["yield", "spawn_run", "fib", "spawn_park"]
+WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park"]
 METRICS = {
     "yield": ["ns_per_switch"],
+    "spawn_complete": ["ns_per_task"],
     "spawn_run": ["ns_per_task"],
     "fib": ["ms"],
     "spawn_park": ["spawn_ns_per_task", "release_ns_per_task", "rss_kib_per_task",
@@ -82,6 +83,8 @@ def configs(quick: bool) -> list[Config]:
     if quick:
         return [
             Config("yield", {"n": 2_000_000}, every, {"thread": {"n": 1_000_000}}),
+            Config("spawn_complete", {"n": 200_000, "procs": 1}, no_thread),
+            Config("spawn_complete", {"n": 200_000, "procs": 2}, ["goro", "go"]),
             Config("spawn_run", {"n": 10_000}, every),
             Config("fib", {"n": 27, "procs": 1}, no_thread),
             Config("fib", {"n": 27, "procs": 2}, ["goro", "go"]),
@@ -90,6 +93,9 @@ def configs(quick: bool) -> list[Config]:
         ]
     return [
         Config("yield", {"n": 10_000_000}, every, {"thread": {"n": 2_000_000}}),
+        Config("spawn_complete", {"n": 1_000_000, "procs": 1}, no_thread),
+        Config("spawn_complete", {"n": 1_000_000, "procs": 2}, ["goro", "go"]),
+        Config("spawn_complete", {"n": 10_000}, ["goro", "go", "thread"]),
         Config("spawn_run", {"n": 10_000}, every),
         Config("spawn_run", {"n": 1_000_000}, no_thread),
         Config("fib", {"n": 27, "procs": 1}, no_thread),     # Boost.Fiber is M:1 here

@@ -93,6 +93,8 @@
 #include <stdexcept>
 #include <system_error>
 #include <typeinfo>
+#include <vector>
+#include <algorithm>
 
 #include "arch/context.hpp"
 #include "base/platform.hpp"
@@ -352,6 +354,79 @@ void acquirep(M* m, P* p) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// G records (Go's gfget/gfput and allgs). Records come from 64 KiB chunks that are never freed,
+// so dumps can walk every G ever allocated, and a stale G pointer is never unmapped memory. A
+// free G is cached in its P (owner-only) or the global free list (under glock).
+
+constexpr std::size_t kGChunkBytes = 64 * 1024;
+constexpr std::size_t kGsPerChunk = kGChunkBytes / sizeof(G);
+
+Lock glock;
+G* gfree_global = nullptr;         // under glock, linked through schedlink
+std::vector<G*>* gchunks = nullptr;  // under glock
+
+// Under glock: carves a new chunk onto the free list.
+void galloc_chunk() {
+  void* mem = ::operator new(kGChunkBytes, std::align_val_t{64});
+  auto* gs = static_cast<G*>(mem);
+  for (std::size_t i = 0; i < kGsPerChunk; i++) {
+    G* g = ::new (&gs[i]) G;
+    g->status.store(kGDead, std::memory_order_relaxed);
+    g->schedlink = gfree_global;
+    gfree_global = g;
+  }
+  if (gchunks == nullptr) gchunks = new std::vector<G*>;
+  gchunks->push_back(gs);
+}
+
+G* gfget(LocalCache* p) {
+  G* g = nullptr;
+  if (p != nullptr && p->ngfree > 0) {
+    g = p->gfree[--p->ngfree];
+  } else {
+    LockGuard hold(glock);
+    if (gfree_global == nullptr) galloc_chunk();
+    // Refill half of p's cache in the same lock hold.
+    while (p != nullptr && p->ngfree < kGCacheSize / 2 && gfree_global->schedlink != nullptr) {
+      p->gfree[p->ngfree++] = gfree_global;
+      gfree_global = gfree_global->schedlink;
+    }
+    g = gfree_global;
+    gfree_global = g->schedlink;
+  }
+  // Reset to a fresh record but keep the slot-independent identity of the memory.
+  g->~G();
+  return ::new (g) G;
+}
+
+void gfput(LocalCache* p, G* g) {
+  g->status.store(kGDead, std::memory_order_release);
+  if (p != nullptr && p->ngfree < kGCacheSize) {
+    p->gfree[p->ngfree++] = g;
+    return;
+  }
+  LockGuard hold(glock);
+  g->schedlink = gfree_global;
+  gfree_global = g;
+  while (p != nullptr && p->ngfree > kGCacheSize / 2) {
+    G* x = p->gfree[--p->ngfree];
+    x->schedlink = gfree_global;
+    gfree_global = x;
+  }
+}
+
+void gflush(LocalCache* p) {
+  LockGuard hold(glock);
+  while (p->ngfree > 0) {
+    G* x = p->gfree[--p->ngfree];
+    x->schedlink = gfree_global;
+    gfree_global = x;
+  }
+}
+
+[[noreturn]] void goroutine_entry(void* arg) noexcept;
+
+// ---------------------------------------------------------------------------------------------
 // Ms.
 
 void* mstart(void* arg);
@@ -497,7 +572,8 @@ void retirep(M* m) {
     batch_tail = gp;
     n++;
   }
-  stack_flush_cache(p);
+  stack_flush_cache(&p->cache);
+  gflush(&p->cache);
   LockGuard hold(sched.lock);
   if (n > 0) globrunqputbatch(batch_head, batch_tail, n);
   m->p = nullptr;
@@ -652,6 +728,11 @@ inline void restore_eh(M* m, G* gp) {
 
 // g0 → gp. Returns (on g0) when gp calls mcall.
 void execute(M* m, G* gp) {
+  if (gp->sp == nullptr) {
+    // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
+    stack_bind(&m->p->cache, gp);
+    gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
+  }
   m->curg = gp;
   gp->m = m;
   gp->status.store(kGRunning, std::memory_order_relaxed);
@@ -804,8 +885,11 @@ G* goexit_m(M* m, G* gp) {
   __tsan_destroy_fiber(gp->tsan_fiber);
   gp->tsan_fiber = nullptr;
 #endif
-  sched.ngoroutines.fetch_sub(1, std::memory_order_relaxed);
-  stack_put(m->p, gp);
+  LocalCache* lc = &m->p->cache;
+  lc->ngoroutines.store(lc->ngoroutines.load(std::memory_order_relaxed) - 1,
+                        std::memory_order_relaxed);
+  stack_release(lc, gp);
+  gfput(&m->p->cache, gp);
   return nullptr;
 }
 
@@ -869,6 +953,47 @@ struct ThreadGHolder {
 };
 
 thread_local ThreadGHolder tls_thread_g;
+
+// The LocalCache of a plain thread that starts goroutines; registered (for num_goroutine) and
+// flushed when the thread exits.
+struct ThreadCache;
+Lock thread_caches_lock;
+ThreadCache* thread_caches = nullptr;  // under thread_caches_lock
+
+struct ThreadCache {
+  LocalCache cache;
+  ThreadCache* next = nullptr;
+  ThreadCache* prev = nullptr;
+  bool registered = false;
+  ~ThreadCache() {
+    if (!registered) return;
+    stack_flush_cache(&cache);
+    gflush(&cache);
+    LockGuard hold(thread_caches_lock);
+    sched.ngoroutines_retired.fetch_add(cache.ngoroutines.load(std::memory_order_relaxed),
+                                        std::memory_order_relaxed);
+    if (prev != nullptr) {
+      prev->next = next;
+    } else {
+      thread_caches = next;
+    }
+    if (next != nullptr) next->prev = prev;
+  }
+};
+
+thread_local ThreadCache tls_cache;
+
+GORO_OPAQUE LocalCache* thread_cache() {
+  ThreadCache* tc = &tls_cache;
+  if (!tc->registered) {
+    LockGuard hold(thread_caches_lock);
+    tc->registered = true;
+    tc->next = thread_caches;
+    if (thread_caches != nullptr) thread_caches->prev = tc;
+    thread_caches = tc;
+  }
+  return &tc->cache;
+}
 
 GORO_OPAQUE G* thread_g() {
   ThreadGHolder& h = tls_thread_g;
@@ -957,6 +1082,12 @@ void ensure_started() noexcept {
 
 // ---------------------------------------------------------------------------------------------
 // Park / ready.
+
+LocalCache* local_cache() noexcept {
+  M* m = getm();
+  if (m != nullptr && m->p != nullptr) return &m->p->cache;
+  return thread_cache();
+}
 
 G* waiter() noexcept {
   G* gp = getg();
@@ -1076,22 +1207,26 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
       throw std::invalid_argument("goro::go: stack_size must be within [16 KiB, 1 GiB]");
     }
   }
-  M* m = getm();
-  G* gp = stack_get(m != nullptr ? m->p : nullptr, stack_size);
+  LocalCache* p = local_cache();
+  G* gp = gfget(p);
+  try {
+    stack_reserve(p, gp, stack_size);
+  } catch (...) {
+    gfput(p, gp);
+    throw;
+  }
   if (site.pc == nullptr) site.pc = __builtin_return_address(0);
   gp->site = site;
   if (opts != nullptr && !opts->name.empty()) {
-    std::size_t n =
-        opts->name.size() < sizeof(gp->name) - 1 ? opts->name.size() : sizeof(gp->name) - 1;
+    std::size_t n = std::min(opts->name.size(), sizeof(gp->name) - 1);
     std::memcpy(gp->name, opts->name.data(), n);
     gp->name[n] = 0;
   }
-  // The closure goes just below the G header when it fits, else on the heap.
-  if (size <= kClosureArea && align <= 64) {
-    gp->closure = reinterpret_cast<void*>((gp->stack_hi - size) & ~(std::uintptr_t{align} - 1));
+  if (size <= kInlineClosure && align <= 16) {
+    gp->closure = gp->closure_buf;
     gp->closure_on_heap = false;
   } else {
-    gp->closure = ::operator new (size, std::align_val_t{align < 16 ? 16 : align});
+    gp->closure = ::operator new(size, std::align_val_t{align < 16 ? 16 : align});
     gp->closure_on_heap = true;
   }
   *closure = gp->closure;
@@ -1101,9 +1236,9 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
 void newproc_abort(G* gp) noexcept {
   if (gp->closure_on_heap) ::operator delete(gp->closure);
   gp->closure = nullptr;
-  gp->status.store(kGDead, std::memory_order_relaxed);
-  M* m = getm();
-  stack_put(m != nullptr ? m->p : nullptr, gp);
+  LocalCache* p = local_cache();
+  stack_unreserve(p, gp);
+  gfput(p, gp);
 }
 
 std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
@@ -1116,14 +1251,19 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   }
   gp->run = run;
   gp->destroy = destroy;
-  gp->goid = sched.goidgen.fetch_add(1, std::memory_order_relaxed) + 1;
-  std::uintptr_t top =
-      gp->closure_on_heap ? gp->stack_hi : reinterpret_cast<std::uintptr_t>(gp->closure);
-  gp->sp = make_context(reinterpret_cast<void*>(top), goroutine_entry, gp);
+  LocalCache* lc = local_cache();
+  if (lc->goid_next == lc->goid_end) {
+    constexpr std::uint64_t kBatch = 16;
+    lc->goid_next = sched.goidgen.fetch_add(kBatch, std::memory_order_relaxed) + 1;
+    lc->goid_end = lc->goid_next + kBatch;
+  }
+  gp->goid = lc->goid_next++;
+  gp->sp = nullptr;  // the stack is bound when it first runs
 #if defined(GORO_TSAN)
   gp->tsan_fiber = __tsan_create_fiber(0);
 #endif
-  sched.ngoroutines.fetch_add(1, std::memory_order_relaxed);
+  lc->ngoroutines.store(lc->ngoroutines.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
   std::uint64_t id = gp->goid;
   gp->status.store(kGRunnable, std::memory_order_release);
   M* m = getm();
@@ -1134,6 +1274,18 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   }
   wakep();
   return id;
+}
+
+void for_each_g(void (*fn)(G*, void*), void* arg) noexcept {
+  LockGuard hold(glock);
+  if (gchunks == nullptr) return;
+  for (G* chunk : *gchunks) {
+    for (std::size_t i = 0; i < kGsPerChunk; i++) {
+      G* g = &chunk[i];
+      std::uint32_t st = g->status.load(std::memory_order_acquire);
+      if (st == kGRunnable || st == kGRunning || st == kGWaiting) fn(g, arg);
+    }
+  }
 }
 
 }  // namespace goro::internal
@@ -1191,7 +1343,8 @@ int set_gomaxprocs(int n) {
           sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
         }
         p->status.store(kPRetired, std::memory_order_relaxed);
-        stack_flush_cache(p);
+        stack_flush_cache(&p->cache);
+        gflush(&p->cache);
       } else if (p->status.load(std::memory_order_relaxed) == kPRunning) {
         p->retire.store(true, std::memory_order_relaxed);
       }
@@ -1207,7 +1360,18 @@ int num_cpu() noexcept {
 }
 
 std::int64_t num_goroutine() noexcept {
-  return sched.ngoroutines.load(std::memory_order_relaxed);
+  // Per-cache counts (see LocalCache): live plain threads' caches are registered in
+  // thread_caches, exited ones were folded into ngoroutines_retired.
+  std::int64_t n = sched.ngoroutines_retired.load(std::memory_order_relaxed);
+  int np = sched.nallp.load(std::memory_order_acquire);
+  for (int i = 0; i < np; i++) n += sched.allp[i]->cache.ngoroutines.load(std::memory_order_relaxed);
+  {
+    LockGuard hold(thread_caches_lock);
+    for (ThreadCache* tc = thread_caches; tc != nullptr; tc = tc->next) {
+      n += tc->cache.ngoroutines.load(std::memory_order_relaxed);
+    }
+  }
+  return n < 0 ? 0 : n;
 }
 
 int num_threads() noexcept {

@@ -53,8 +53,12 @@ struct EhGlobals {
   unsigned int uncaught_exceptions;
 };
 
-// A goroutine. Lives in the top bytes of its own stack slot (so a parked goroutine costs the
-// one page it touched), except thread Gs, which live on the heap.
+// Bytes of closure stored in the G record itself; larger closures go to the heap.
+inline constexpr std::size_t kInlineClosure = 64;
+
+// A goroutine record. Allocated from chunks that are never freed (so a G pointer stays valid
+// memory for the process lifetime) and reused through free lists (gfget/gfput in proc.cpp).
+// Its stack slot is bound when it first runs (stack.cpp).
 struct alignas(64) G {
   // --- Switch state: written by the M that switches it out, read by the one switching in.
   void* sp = nullptr;           // saved stack pointer while not running
@@ -70,7 +74,6 @@ struct alignas(64) G {
   std::uint8_t stack_kind = kStackGuarded;
   bool closure_on_heap = false;
   std::uint8_t migrate_tries = 0;  // chaos builds: how often it was bounced off its last M
-  std::uint32_t reuses = 0;        // how many goroutines this slot has run (trim schedule)
   M* lastm = nullptr;              // chaos builds: the M it last ran on
 
   // --- Entry: set at creation, read once by the goroutine itself.
@@ -82,9 +85,9 @@ struct alignas(64) G {
   SpawnSite site{};
   char name[32] = {};
 
-  // --- Stack slot: immutable while the slot exists.
-  std::uintptr_t slot_base = 0;  // lowest address of the slot (guard page or canary)
-  std::size_t slot_size = 0;
+  // --- Stack slot: set by stack_reserve / stack_bind, immutable while the goroutine runs.
+  std::uintptr_t slot_base = 0;  // lowest address of the slot (guard page or canary); 0 unbound
+  std::size_t slot_size = 0;     // the slot's size, known from go() on
 
   // --- Sanitizer fiber state.
   void* asan_fake_stack = nullptr;
@@ -92,6 +95,9 @@ struct alignas(64) G {
 
   // --- Park/ready handshake (param passed by the readier, e.g. a semaphore ticket).
   std::uintptr_t param = 0;
+
+  // --- A small closure, stored here instead of on the heap.
+  alignas(16) unsigned char closure_buf[kInlineClosure];
 };
 
 // A P: a logical processor. An M must hold a P to run goroutines.
@@ -102,6 +108,28 @@ enum PStatus : std::uint32_t {
 };
 
 inline constexpr int kStackCacheSize = 64;
+inline constexpr int kGCacheSize = 64;
+struct StackClass;
+
+// Free G records, free stack slots and slot credits kept close to a spawner: each P has one
+// (touched only by the M holding the P) and each plain thread that starts goroutines has one
+// (thread-local). See gfget/gfput in proc.cpp and stack.cpp.
+struct LocalCache {
+  G* gfree[kGCacheSize];
+  int ngfree = 0;
+  std::uintptr_t slots[kStackCacheSize];  // base | kind, of slot_class
+  int nslots = 0;
+  StackClass* slot_class = nullptr;
+  std::uint32_t slot_puts = 0;
+  int credit = 0;  // slot credits of credit_class
+  StackClass* credit_class = nullptr;
+  // Goroutine ids handed out in batches (Go's goidcache): [goid_next, goid_end).
+  std::uint64_t goid_next = 0;
+  std::uint64_t goid_end = 0;
+  // Goroutines started minus goroutines ended through this cache; summed by num_goroutine().
+  // Written only by the owner (relaxed stores, no read-modify-write), read by anyone.
+  std::atomic<std::int64_t> ngoroutines{0};
+};
 
 struct alignas(64) P {
   std::int32_t id = 0;
@@ -111,9 +139,7 @@ struct alignas(64) P {
   M* m = nullptr;                   // holder while running
   std::uint32_t schedtick = 0;      // owner only
   RunQueue<G, 256> runq;
-  // Dead Gs with default-size stacks, ready for reuse; owner only.
-  G* gcache[kStackCacheSize];
-  int ngcache = 0;
+  LocalCache cache;  // owner only
 };
 
 // An M: an OS thread that runs goroutines. Its own thread stack is its "g0": the scheduler
@@ -164,7 +190,7 @@ struct Sched {
   std::atomic<int> gomaxprocs{0};
   std::atomic<int> nallp{0};  // Ps created so far (never freed)
   P* allp[kMaxProcs] = {};
-  std::atomic<std::int64_t> ngoroutines{0};
+  std::atomic<std::int64_t> ngoroutines_retired{0};  // counts of flushed thread caches
   std::atomic<std::uint64_t> goidgen{0};
   std::atomic<bool> started{false};
 };
@@ -194,6 +220,13 @@ void gosched() noexcept;
 
 // Whether a spinning wait on a contended lock is worthwhile (Go's sync_runtime_canSpin).
 bool can_spin(int iter) noexcept;
+
+// The calling thread's LocalCache: its P's, or the plain thread's own.
+LocalCache* local_cache() noexcept;
+
+// Calls fn(g, arg) for every goroutine that exists (runnable, running or waiting), under the
+// G allocator's lock; fn must not start goroutines.
+void for_each_g(void (*fn)(G*, void*), void* arg) noexcept;
 
 // Prints, raw, the current goroutine's id, state and creation site (for fatal messages).
 void print_current_goroutine_context() noexcept;

@@ -5,17 +5,26 @@
 //
 // Slots. A slot is `size` bytes of address space (default 256 KiB) mapped with MAP_NORESERVE
 // and MADV_NOHUGEPAGE (a transparent huge page would turn each stack into 2 MiB of RSS). The
-// kernel commits pages as the goroutine touches them. The G record lives at the top of its
-// slot, a small closure just below it, and the stack grows down from there, so a goroutine
-// that uses little stack costs exactly one page:
+// kernel commits pages as the goroutine touches them, so a goroutine that uses little stack
+// costs one page:
 //
-//     slot_base                                                     slot_base + size
-//     | guard page (PROT_NONE) | ......... stack grows down <- | closure | G header |
-//                               ^stack_lo                                ^stack_hi
+//     slot_base                                               slot_base + size = stack_hi
+//     | guard page (PROT_NONE) | .............. stack grows down <- | first frames |
+//                               ^stack_lo
 //
 // Default-size slots are carved from slabs (one mapping of up to 64 slots), so a million
 // goroutines take thousands of mmap calls, not a million; slabs are never unmapped.
 // Non-default sizes get a mapping of their own, unmapped when the goroutine ends.
+//
+// Reserve at go(), bind at first run. A goroutine gets its slot only when it first runs, on
+// the M that runs it, usually the slot the previous goroutine on that P just gave back. A
+// burst of spawns that outruns the Ms therefore costs G records, not fresh stack pages. So
+// that go() can still fail cleanly when memory cannot be mapped, go() takes a *credit*: the
+// right to one slot that already exists in a mapped slab. Credits are counted per size class
+// (an atomic) and handed to Ps in batches of 32 (owner-only, no atomics on the fast path); a
+// finished goroutine gives its credit back to its P. When no credit is left, go() maps a new
+// slab under pool_lock, and an mmap failure becomes std::system_error from go(). Binding
+// then never fails.
 //
 // Guard pages and vm.max_map_count. Each guard page splits its mapping, costing two of the
 // process's vm.max_map_count mappings (65530 by default), which caps guarded stacks near 32k:
@@ -29,23 +38,22 @@
 // overflow after the fact (it may already have damaged the slot below); a guard page stops it
 // at the first touch. Either way the process ends with a message, never runs on corrupted.
 //
-// Caches. A dead G keeps its slot: it goes to its P's cache (64 entries, owner-only, no lock),
-// and overflow moves half of that cache to the global pool (under pool_lock). The pool keeps
-// 4096 slots resident for good; slots beyond that which the pool did not need for a whole
-// scavenge period (500 ms, judged by the pool's low-water mark) are released to the kernel
-// (MADV_DONTNEED over runs of neighbouring slots, headers included) and remembered by address
-// for reuse. So a burst reuses its slots while it lasts and gives them back after it.
+// Caches. A free slot goes to its P's cache (64 entries, owner-only, no lock); overflow moves
+// half of that cache to the global pool (under pool_lock). The pool keeps 4096 slots resident
+// for good; slots beyond that which the pool did not need for a whole scavenge period
+// (500 ms, judged by the pool's low-water mark) are released to the kernel (MADV_DONTNEED
+// over runs of neighbouring slots) and remembered by address for reuse. So a burst reuses its
+// slots while it lasts and gives them back after it.
 //
-// Trimming. A slot whose goroutine recursed deeply keeps those pages. On every 32nd reuse
-// of a slot (counted per slot, wherever it is cached), the page 32 KiB below the top is tested
-// with mincore(2); if it is resident, everything below that line is released. So one
-// deep recursion pins its memory for at most 32 short goroutines, and the check costs about
-// one system call per 32 goroutine exits.
+// Trimming. A slot whose goroutine recursed deeply keeps those pages. Every 32nd slot that a
+// P's cache takes back is tested: mincore(2) on the page 32 KiB below the top; if it is
+// resident, everything below that line is released. A deep slot reused over and over by one
+// P is caught within 32 reuses, at the cost of about one system call per 32 goroutine exits.
 //
-// Threads: stack_get/stack_put run on the goroutine's M (P cache: owner only) or a plain
-// thread (global pool: pool_lock). The SIGSEGV handler is async-signal-safe up to the point
-// where it has printed the goroutine id; it then symbolizes the creation site (which
-// allocates) since the process is ending anyway.
+// Threads: the P caches and credits are touched only by the P's M (or, for a retired P, under
+// sched.lock); everything else is under pool_lock or atomic. The SIGSEGV handler is
+// async-signal-safe up to the point where it has printed the goroutine id; it then symbolizes
+// the creation site (which allocates) since the process is ending anyway.
 //
 // Lock order: sched.lock ▸ pool_lock (stack_flush_cache is called under sched.lock).
 #include "stack/stack.hpp"
@@ -62,7 +70,6 @@
 #include <cstring>
 #include <new>
 #include <system_error>
-#include <unordered_set>
 #include <vector>
 
 #include "base/platform.hpp"
@@ -74,50 +81,43 @@
 
 namespace goro::internal {
 
-namespace {
-
-constexpr std::size_t kSlabBytes = 16 << 20;  // slots per slab = max(1, 16 MiB / size), max 64
-constexpr std::size_t kPoolKeep = 4096;
-constexpr std::size_t kTrimKeep = 32 * 1024;
-constexpr std::int64_t kScavengePeriodNs = 500'000'000;
-constexpr std::size_t kCanaryBytes = 64;
-constexpr std::size_t kAltStackSize = 128 * 1024;
-
-std::atomic<std::size_t> default_size{kDefaultStackSize};
-
-struct Slab {
-  std::uintptr_t base;
-  std::size_t slot_size;
-  std::size_t nslots;
-  std::size_t carved;  // slots handed out so far
-};
-
-struct SizeClass {
+struct StackClass {
   std::size_t size;
-  std::vector<G*> live;                  // dead Gs with resident headers
-  std::vector<std::uintptr_t> released;  // slot base | kind, header released to the kernel
-  std::vector<std::uintptr_t> pending;   // slot base | kind, being released in a batch
+  std::atomic<std::int64_t> credit{0};   // slots in this class's slabs promised to nobody
+  std::vector<std::uintptr_t> live;      // free slots, resident (base | kind); pool_lock
+  std::vector<std::uintptr_t> released;  // free slots given back to the kernel; pool_lock
   std::size_t low_water = 0;             // smallest live.size() since the last scavenge
   std::int64_t last_scavenge = 0;
-  Slab* carving = nullptr;               // slab with uncarved slots left
+  std::uintptr_t carve_next = 0;         // next uncarved slot in the newest slab
+  std::uintptr_t carve_end = 0;
 };
 
+namespace {
+
+constexpr std::size_t kSlabBytes = 16 << 20;  // slots per slab = clamp(16 MiB / size, 1, 64)
+constexpr std::size_t kPoolKeep = 4096;
+constexpr std::int64_t kScavengePeriodNs = 500'000'000;
+constexpr std::size_t kTrimKeep = 32 * 1024;
+constexpr std::size_t kCanaryBytes = 64;
+constexpr std::size_t kAltStackSize = 128 * 1024;
+constexpr int kCreditBatch = 32;
+constexpr std::uintptr_t kKindMask = 0xfff;
+
+std::atomic<std::size_t> default_size{kDefaultStackSize};
+std::atomic<StackClass*> default_class{nullptr};
+
 Lock pool_lock;
-std::vector<Slab*>* slabs;             // under pool_lock
-std::vector<SizeClass*>* classes;      // under pool_lock
-std::unordered_set<G*>* custom_slots;  // under pool_lock
+std::vector<StackClass*>* classes;  // under pool_lock; never shrinks
 std::atomic<std::size_t> guarded_slots{0};
 std::atomic<std::size_t> unguarded_slots{0};
 std::atomic<std::size_t> reserved_bytes{0};
+std::atomic<std::int64_t> bound_slots{0};
 std::atomic<std::int64_t> cached_slots{0};
-std::atomic<std::int64_t> used_slots{0};
 std::size_t guard_budget = 0;
 std::atomic<bool> warned_unguarded{false};
 struct sigaction old_segv, old_bus;
 
-std::size_t round_up(std::size_t n, std::size_t a) {
-  return (n + a - 1) / a * a;
-}
+std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 
 // Decides whether a new slot gets a guard page, counting it. Warns once when we run out.
 bool take_guard() {
@@ -132,194 +132,142 @@ bool take_guard() {
       std::fclose(f);
     }
     RawBuf b;
-    b.str("goro: ")
-        .udec(guard_budget)
+    b.str("goro: ").udec(guard_budget)
         .str(" goroutine stacks have guard pages, the most that vm.max_map_count (")
         .dec(max_maps)
-        .str(
-            ") allows; further stacks have no guard page and overflow is detected by a canary "
-            "checked at each switch. To keep guard pages, raise the limit: "
-            "sysctl -w vm.max_map_count=<higher>\n");
+        .str(") allows; further stacks have no guard page and overflow is detected by a canary "
+             "checked at each switch. To keep guard pages, raise the limit: "
+             "sysctl -w vm.max_map_count=<higher>\n");
     b.flush();
   }
   return false;
 }
 
-void give_back_guard(std::uint8_t kind) {
-  if (kind == kStackGuarded || kind == kStackCustom) {
+// Puts a guard page at the bottom of a new slot if the budget allows; returns its kind.
+std::uint8_t arm_slot(std::uintptr_t base, bool custom) {
+  if (take_guard()) {
+    if (::mprotect(reinterpret_cast<void*>(base), page_size(), PROT_NONE) == 0) {
+      return custom ? kStackCustom : kStackGuarded;
+    }
+    // Out of mappings after all (the rest of the process used more than we left it).
     guarded_slots.fetch_sub(1, std::memory_order_relaxed);
-  } else {
-    unguarded_slots.fetch_sub(1, std::memory_order_relaxed);
   }
+  unguarded_slots.fetch_add(1, std::memory_order_relaxed);
+  return custom ? kStackCustomCanary : kStackCanary;
 }
 
-// Lays a fresh G over the header area of a slot and sets its stack fields.
-G* init_header(std::uintptr_t base, std::size_t size, std::uint8_t kind, std::uint32_t reuses) {
-  std::size_t header = round_up(sizeof(G), 64);
-  auto* g = ::new (reinterpret_cast<void*>(base + size - header)) G;
+void set_stack_fields(G* g, std::uintptr_t base, std::size_t size, std::uint8_t kind) {
   g->slot_base = base;
   g->slot_size = size;
   g->stack_kind = kind;
-  g->reuses = reuses;
   bool guarded = kind == kStackGuarded || kind == kStackCustom;
   g->stack_lo = base + (guarded ? page_size() : kCanaryBytes);
-  g->stack_hi = base + size - header;
+  g->stack_hi = base + size;
 #if defined(GORO_ASAN)
   // Frames of the goroutine that last used this slot never returned: clear their poisoning.
   ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(g->stack_lo), g->stack_hi - g->stack_lo);
 #endif
-  return g;
 }
 
-// Reuses a cached G: a fresh record, same slot.
-G* reinit(G* g) {
-  return init_header(g->slot_base, g->slot_size, g->stack_kind, g->reuses + 1);
-}
-
-// Releases everything below the top kTrimKeep bytes if the goroutine went that deep.
-void trim_if_deep(G* g) {
+// Releases everything below the top kTrimKeep bytes if the slot's goroutine went that deep.
+void trim_if_deep(std::uintptr_t e, std::size_t size) {
+  std::uintptr_t base = e & ~kKindMask;
   std::size_t page = page_size();
-  std::uintptr_t line = (g->stack_hi - kTrimKeep) & ~(page - 1);
-  if (line <= g->stack_lo + page) return;
+  std::uintptr_t line = (base + size - kTrimKeep) & ~(page - 1);
+  std::uintptr_t lo = base + page;  // keep the guard page (or canary) as it is
+  if (line <= lo + page) return;
   unsigned char vec = 0;
   if (::mincore(reinterpret_cast<void*>(line - page), page, &vec) != 0 || (vec & 1) == 0) return;
-  std::uintptr_t lo = g->stack_lo & ~(page - 1);
   ::madvise(reinterpret_cast<void*>(lo), line - lo, MADV_DONTNEED);
 }
 
-SizeClass* size_class(std::size_t size) {
-  for (SizeClass* c : *classes) {
+// Under pool_lock: the class for a size, created on first use.
+StackClass* class_for(std::size_t size) {
+  for (StackClass* c : *classes) {
     if (c->size == size) return c;
   }
-  auto* c = new SizeClass{size, {}, {}, {}, 0, nanotime(), nullptr};
+  auto* c = new StackClass;
+  c->size = size;
+  c->last_scavenge = nanotime();
   classes->push_back(c);
   return c;
 }
 
-// Under pool_lock: a G for a default-size-class slot from the pool, released slots or a slab.
-G* pool_get(SizeClass* c) {
-  if (!c->live.empty()) {
-    G* g = c->live.back();
-    c->live.pop_back();
-    cached_slots.fetch_sub(1, std::memory_order_relaxed);
-    return reinit(g);
-  }
-  if (!c->pending.empty()) {
-    std::uintptr_t e = c->pending.back();
-    c->pending.pop_back();
-    return reinit(
-        reinterpret_cast<G*>((e & ~std::uintptr_t{0xfff}) + c->size - round_up(sizeof(G), 64)));
-  }
-  if (!c->released.empty()) {
-    std::uintptr_t e = c->released.back();
-    c->released.pop_back();
-    std::uintptr_t base = e & ~std::uintptr_t{0xfff};
-    return init_header(base, c->size, static_cast<std::uint8_t>(e & 0xfff), 0);
-  }
-  if (c->carving == nullptr || c->carving->carved == c->carving->nslots) {
-    std::size_t nslots = kSlabBytes / c->size;
-    if (nslots < 1) nslots = 1;
-    if (nslots > 64) nslots = 64;
-    std::size_t bytes = nslots * c->size;
-    void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mem == MAP_FAILED) {
-      throw std::system_error(errno, std::generic_category(),
-                              "goro::go: cannot map goroutine stacks");
-    }
-    ::madvise(mem, bytes, MADV_NOHUGEPAGE);
-    reserved_bytes.fetch_add(bytes, std::memory_order_relaxed);
-    c->carving = new Slab{reinterpret_cast<std::uintptr_t>(mem), c->size, nslots, 0};
-    slabs->push_back(c->carving);
-  }
-  Slab* s = c->carving;
-  std::uintptr_t base = s->base + s->carved * s->slot_size;
-  std::uint8_t kind = kStackCanary;
-  if (take_guard()) {
-    if (::mprotect(reinterpret_cast<void*>(base), page_size(), PROT_NONE) == 0) {
-      kind = kStackGuarded;
-    } else {
-      // Out of mappings after all (the rest of the process used more than we left it).
-      guarded_slots.fetch_sub(1, std::memory_order_relaxed);
-    }
-  }
-  if (kind == kStackCanary) unguarded_slots.fetch_add(1, std::memory_order_relaxed);
-  s->carved++;
-  return init_header(base, s->slot_size, kind, 0);
+StackClass* class_for_locked(std::size_t size) {
+  LockGuard hold(pool_lock);
+  return class_for(size);
 }
 
-G* custom_get(std::size_t size) {
-  void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+// Under pool_lock: maps a new slab for c and adds its slots to c's credit. Throws.
+void map_slab(StackClass* c) {
+  std::size_t nslots = std::clamp<std::size_t>(kSlabBytes / c->size, 1, 64);
+  std::size_t bytes = nslots * c->size;
+  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
-    throw std::system_error(errno, std::generic_category(),
-                            "goro::go: cannot map a goroutine stack");
+    throw std::system_error(errno, std::generic_category(), "goro::go: cannot map goroutine stacks");
   }
-  ::madvise(mem, size, MADV_NOHUGEPAGE);
-  std::uint8_t kind = kStackCustomCanary;
-  if (take_guard()) {
-    if (::mprotect(mem, page_size(), PROT_NONE) == 0) {
-      kind = kStackCustom;
-    } else {
-      guarded_slots.fetch_sub(1, std::memory_order_relaxed);
-    }
+  ::madvise(mem, bytes, MADV_NOHUGEPAGE);
+  reserved_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  // Slots left uncarved in the previous slab stay counted in the credit; carve them first by
+  // keeping them in `released` (they are untouched, i.e. already "released").
+  for (std::uintptr_t a = c->carve_next; a < c->carve_end; a += c->size) {
+    c->released.push_back(a | 0xfff);  // kind 0xfff: not armed yet
   }
-  if (kind == kStackCustomCanary) unguarded_slots.fetch_add(1, std::memory_order_relaxed);
-  reserved_bytes.fetch_add(size, std::memory_order_relaxed);
-  G* g = init_header(reinterpret_cast<std::uintptr_t>(mem), size, kind, 0);
-  LockGuard hold(pool_lock);
-  custom_slots->insert(g);
-  return g;
+  c->carve_next = reinterpret_cast<std::uintptr_t>(mem);
+  c->carve_end = c->carve_next + bytes;
+  c->credit.fetch_add(static_cast<std::int64_t>(nslots), std::memory_order_release);
 }
 
-// Under pool_lock: releases the pending slots to the kernel, coalescing neighbours (slots of
-// one slab are contiguous, so a burst of exits costs one madvise per slab, not per slot).
-void flush_release(SizeClass* c) {
-  std::vector<std::uintptr_t>& v = c->pending;
-  std::sort(v.begin(), v.end());
-  std::size_t page = page_size();
-  for (std::size_t i = 0; i < v.size();) {
-    std::uintptr_t first = v[i] & ~std::uintptr_t{0xfff};
-    std::uintptr_t end = first + c->size;
-    std::size_t j = i + 1;
-    while (j < v.size() && (v[j] & ~std::uintptr_t{0xfff}) == end) {
-      end += c->size;
-      j++;
+// Takes up to `want` credits from c, mapping a slab if there are none. Throws.
+int take_credits(StackClass* c, int want) {
+  for (;;) {
+    std::int64_t avail = c->credit.load(std::memory_order_relaxed);
+    while (avail > 0) {
+      std::int64_t n = avail < want ? avail : want;
+      if (c->credit.compare_exchange_weak(avail, avail - n, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        return static_cast<int>(n);
+      }
     }
-    // A guard page at the very bottom stays as it is; guard pages inside the run are
-    // PROT_NONE mappings that MADV_DONTNEED passes over harmlessly.
-    std::uintptr_t lo = (v[i] & 0xfff) == kStackGuarded ? first + page : first;
-    ::madvise(reinterpret_cast<void*>(lo), end - lo, MADV_DONTNEED);
-    for (std::size_t k = i; k < j; k++) c->released.push_back(v[k]);
-    i = j;
+    LockGuard hold(pool_lock);
+    if (c->credit.load(std::memory_order_relaxed) <= 0) map_slab(c);
   }
-  v.clear();
 }
 
 // Under pool_lock: releases the slots the pool did not need lately. Slots that stayed in the
 // pool through a whole scavenge period (its low-water mark) beyond kPoolKeep go back to the
-// kernel, oldest first; a burst's slots are therefore reused while the burst lasts and
-// released soon after it ends, instead of being released and faulted in again mid-burst.
-void scavenge(SizeClass* c, std::int64_t now) {
-  std::size_t idle = c->low_water < c->live.size() ? c->low_water : c->live.size();
+// kernel, oldest first, coalescing neighbours into one madvise (slots of one slab are
+// contiguous); guard pages inside a run are PROT_NONE mappings that MADV_DONTNEED passes over.
+void scavenge(StackClass* c, std::int64_t now) {
+  std::size_t idle = std::min(c->low_water, c->live.size());
   if (idle > kPoolKeep) {
     std::size_t n = idle - kPoolKeep;
-    for (std::size_t i = 0; i < n; i++) {
-      G* g = c->live[i];
-      c->pending.push_back(g->slot_base | g->stack_kind);
-    }
+    std::vector<std::uintptr_t> v(c->live.begin(), c->live.begin() + static_cast<std::ptrdiff_t>(n));
     c->live.erase(c->live.begin(), c->live.begin() + static_cast<std::ptrdiff_t>(n));
     cached_slots.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-    flush_release(c);
+    std::sort(v.begin(), v.end());
+    for (std::size_t i = 0; i < v.size();) {
+      std::uintptr_t first = v[i] & ~kKindMask;
+      std::uintptr_t end = first + c->size;
+      std::size_t j = i + 1;
+      while (j < v.size() && (v[j] & ~kKindMask) == end) {
+        end += c->size;
+        j++;
+      }
+      std::uintptr_t lo = first + page_size();  // the first guard page (or canary) stays
+      ::madvise(reinterpret_cast<void*>(lo), end - lo, MADV_DONTNEED);
+      i = j;
+    }
+    c->released.insert(c->released.end(), v.begin(), v.end());
   }
   c->low_water = c->live.size();
   c->last_scavenge = now;
 }
 
-// Under pool_lock: a dead default-class G into the pool.
-void pool_put(G* g) {
-  SizeClass* c = size_class(g->slot_size);
-  c->live.push_back(g);
+// Under pool_lock: a free slot into the pool.
+void pool_put(StackClass* c, std::uintptr_t e) {
+  c->live.push_back(e);
   cached_slots.fetch_add(1, std::memory_order_relaxed);
   if (c->live.size() > kPoolKeep) {
     std::int64_t now = nanotime();
@@ -327,26 +275,51 @@ void pool_put(G* g) {
   }
 }
 
-bool is_slab_kind(std::uint8_t kind) {
-  return kind == kStackGuarded || kind == kStackCanary;
+// Under pool_lock: a free slot from the pool, released slots or the slab being carved. The
+// caller holds a credit, so one exists.
+std::uintptr_t pool_get(StackClass* c) {
+  if (!c->live.empty()) {
+    std::uintptr_t e = c->live.back();
+    c->live.pop_back();
+    c->low_water = std::min(c->low_water, c->live.size());
+    cached_slots.fetch_sub(1, std::memory_order_relaxed);
+    return e;
+  }
+  std::uintptr_t e;
+  if (!c->released.empty()) {
+    e = c->released.back();
+    c->released.pop_back();
+  } else {
+    if (c->carve_next == c->carve_end) {
+      // Every free slot sits in some other P's cache. Map more (credits only bound the total
+      // of promised slots); failing here is running out of memory, like Go's "out of memory".
+      try {
+        map_slab(c);
+      } catch (const std::system_error&) {
+        fatal("stack_bind: cannot map a goroutine stack (out of memory)");
+      }
+    }
+    e = c->carve_next | kKindMask;
+    c->carve_next += c->size;
+  }
+  if ((e & kKindMask) == kKindMask) {  // never used: arm it
+    std::uintptr_t base = e & ~kKindMask;
+    e = base | arm_slot(base, false);
+  }
+  return e;
 }
+
+bool is_custom(std::uint8_t kind) { return kind == kStackCustom || kind == kStackCustomCanary; }
 
 // The SIGSEGV/SIGBUS handler: a fault in the current goroutine's guard page is a stack
 // overflow; anything else goes to the previous handler.
 void segv_handler(int sig, siginfo_t* info, void* uctx) {
   auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
   G* g = getg();
-  if (g != nullptr && g->stack_kind != kStackThread && addr >= g->slot_base && addr < g->stack_lo) {
+  if (g != nullptr && g->slot_base != 0 && addr >= g->slot_base && addr < g->stack_lo) {
     RawBuf b;
-    b.str("goroutine ")
-        .udec(g->goid)
-        .str(": stack overflow (fault at ")
-        .hex(addr)
-        .str(", stack of ")
-        .udec(g->slot_size)
-        .str(" bytes at ")
-        .hex(g->slot_base)
-        .str(")\n");
+    b.str("goroutine ").udec(g->goid).str(": stack overflow (fault at ").hex(addr)
+        .str(", stack of ").udec(g->slot_size).str(" bytes at ").hex(g->slot_base).str(")\n");
     b.flush();
     print_goroutine_header(g, "");
     die();
@@ -367,18 +340,17 @@ void segv_handler(int sig, siginfo_t* info, void* uctx) {
 
 }  // namespace
 
-std::size_t stack_default_size() noexcept {
-  return default_size.load(std::memory_order_relaxed);
-}
+std::size_t stack_default_size() noexcept { return default_size.load(std::memory_order_relaxed); }
 
 void stack_set_default_size(std::size_t bytes) {
-  default_size.store(round_up(bytes, page_size()), std::memory_order_relaxed);
+  std::size_t size = round_up(bytes, page_size());
+  default_size.store(size, std::memory_order_relaxed);
+  if (classes != nullptr) default_class.store(class_for_locked(size), std::memory_order_release);
 }
 
 void stack_init() noexcept {
-  slabs = new std::vector<Slab*>;
-  classes = new std::vector<SizeClass*>;
-  custom_slots = new std::unordered_set<G*>;
+  classes = new std::vector<StackClass*>;
+  default_class.store(class_for_locked(default_size.load()), std::memory_order_release);
   long max_maps = 65530;
   if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
     if (std::fscanf(f, "%ld", &max_maps) != 1) max_maps = 65530;
@@ -410,111 +382,134 @@ void stack_init_thread(M* m) noexcept {
   if (::sigaltstack(&ss, nullptr) == 0) m->altstack = mem;
 }
 
-G* stack_get(P* p, std::size_t size) {
-  std::size_t def = default_size.load(std::memory_order_relaxed);
-  size = size == 0 ? def : round_up(size, page_size());
-  used_slots.fetch_add(1, std::memory_order_relaxed);
-  try {
-    if (size != def) return custom_get(size);
-    if (p != nullptr) {
-      while (p->ngcache > 0) {
-        G* g = p->gcache[--p->ngcache];
-        if (g->slot_size == size) {
-          cached_slots.fetch_sub(1, std::memory_order_relaxed);
-          return reinit(g);
-        }
-        // The default size changed since this slot was cached.
-        cached_slots.fetch_sub(1, std::memory_order_relaxed);
-        LockGuard hold(pool_lock);
-        pool_put(g);
+void stack_reserve(LocalCache* p, G* g, std::size_t size) {
+  StackClass* c = default_class.load(std::memory_order_acquire);
+  if (size == 0 || round_up(size, page_size()) == c->size) {
+    g->slot_size = c->size;
+    g->slot_base = 0;
+    if (p->credit_class != c) {
+      if (p->credit_class != nullptr && p->credit > 0) {
+        p->credit_class->credit.fetch_add(p->credit, std::memory_order_release);
       }
-      // Refill half the cache from the pool in one lock hold.
-      LockGuard hold(pool_lock);
-      SizeClass* c = size_class(size);
-      while (p->ngcache < kStackCacheSize / 2 && !c->live.empty()) {
-        p->gcache[p->ngcache++] = c->live.back();
-        c->live.pop_back();
-      }
-      if (c->live.size() < c->low_water) c->low_water = c->live.size();
-      if (p->ngcache > 0) {
-        // Counted as cached still; take one.
-        G* g = p->gcache[--p->ngcache];
-        cached_slots.fetch_sub(1, std::memory_order_relaxed);
-        return reinit(g);
-      }
-      return pool_get(c);
+      p->credit_class = c;
+      p->credit = 0;
     }
-    LockGuard hold(pool_lock);
-    return pool_get(size_class(size));
-  } catch (...) {
-    used_slots.fetch_sub(1, std::memory_order_relaxed);
-    throw;
-  }
-}
-
-void stack_put(P* p, G* g) noexcept {
-  used_slots.fetch_sub(1, std::memory_order_relaxed);
-  if (!is_slab_kind(g->stack_kind)) {
-    {
-      LockGuard hold(pool_lock);
-      custom_slots->erase(g);
-    }
-    give_back_guard(g->stack_kind);
-    reserved_bytes.fetch_sub(g->slot_size, std::memory_order_relaxed);
-    ::munmap(reinterpret_cast<void*>(g->slot_base), g->slot_size);
+    if (p->credit == 0) p->credit = take_credits(c, kCreditBatch);
+    p->credit--;
     return;
   }
+  size = round_up(size, page_size());
+  void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) {
+    throw std::system_error(errno, std::generic_category(), "goro::go: cannot map a goroutine stack");
+  }
+  ::madvise(mem, size, MADV_NOHUGEPAGE);
+  reserved_bytes.fetch_add(size, std::memory_order_relaxed);
+  auto base = reinterpret_cast<std::uintptr_t>(mem);
+  set_stack_fields(g, base, size, arm_slot(base, true));
+}
+
+void stack_unreserve(LocalCache* p, G* g) noexcept {
+  if (g->slot_base != 0 && is_custom(g->stack_kind)) {
+    if (g->stack_kind == kStackCustom) {
+      guarded_slots.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      unguarded_slots.fetch_sub(1, std::memory_order_relaxed);
+    }
+    reserved_bytes.fetch_sub(g->slot_size, std::memory_order_relaxed);
+    ::munmap(reinterpret_cast<void*>(g->slot_base), g->slot_size);
+    g->slot_base = 0;
+    return;
+  }
+  // A default-class credit.
+  if (p->credit_class != nullptr && p->credit_class->size == g->slot_size) {
+    if (++p->credit > 2 * kCreditBatch) {
+      p->credit_class->credit.fetch_add(kCreditBatch, std::memory_order_release);
+      p->credit -= kCreditBatch;
+    }
+    return;
+  }
+  class_for_locked(g->slot_size)->credit.fetch_add(1, std::memory_order_release);
+}
+
+void stack_bind(LocalCache* p, G* g) noexcept {
+  if (g->slot_base != 0) {  // custom size: bound at go() time
+    bound_slots.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  std::uintptr_t e = 0;
+  if (p->nslots > 0 && p->slot_class->size == g->slot_size) {
+    e = p->slots[--p->nslots];
+    cached_slots.fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    LockGuard hold(pool_lock);
+    StackClass* c = class_for(g->slot_size);
+    if (p->nslots == 0) {
+      // Refill half of p's cache in the same lock hold.
+      p->slot_class = c;
+      while (p->nslots < kStackCacheSize / 2 && !c->live.empty()) {
+        p->slots[p->nslots++] = c->live.back();
+        c->live.pop_back();
+      }
+      c->low_water = std::min(c->low_water, c->live.size());
+    }
+    if (p->nslots > 0 && p->slot_class == c) {
+      e = p->slots[--p->nslots];
+      cached_slots.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      e = pool_get(c);
+    }
+  }
+  bound_slots.fetch_add(1, std::memory_order_relaxed);
+  set_stack_fields(g, e & ~kKindMask, g->slot_size, static_cast<std::uint8_t>(e & kKindMask));
+}
+
+void stack_release(LocalCache* p, G* g) noexcept {
+  bound_slots.fetch_sub(1, std::memory_order_relaxed);
+  if (is_custom(g->stack_kind)) {
+    stack_unreserve(p, g);
+    return;
+  }
+  std::uintptr_t e = g->slot_base | g->stack_kind;
+  g->slot_base = 0;
+  stack_unreserve(p, g);  // the credit
   cached_slots.fetch_add(1, std::memory_order_relaxed);
-  if (p != nullptr) {
-    if ((g->reuses & 31) == 31) trim_if_deep(g);
-    if (p->ngcache < kStackCacheSize) {
-      p->gcache[p->ngcache++] = g;
+  if ((p->slot_class == nullptr || p->slot_class->size == g->slot_size)) {
+    if ((++p->slot_puts & 31) == 0) trim_if_deep(e, g->slot_size);
+    if (p->slot_class == nullptr) p->slot_class = class_for_locked(g->slot_size);
+    if (p->nslots < kStackCacheSize) {
+      p->slots[p->nslots++] = e;
       return;
     }
-    // Full: move half to the global pool together with g.
+    // Full: move half to the pool together with this one.
     LockGuard hold(pool_lock);
-    cached_slots.fetch_sub(1, std::memory_order_relaxed);
-    pool_put(g);
-    for (int i = 0; i < kStackCacheSize / 2; i++) {
-      cached_slots.fetch_sub(1, std::memory_order_relaxed);
-      pool_put(p->gcache[--p->ngcache]);
-    }
+    cached_slots.fetch_sub(1 + kStackCacheSize / 2, std::memory_order_relaxed);
+    pool_put(p->slot_class, e);
+    for (int i = 0; i < kStackCacheSize / 2; i++) pool_put(p->slot_class, p->slots[--p->nslots]);
     return;
   }
   LockGuard hold(pool_lock);
   cached_slots.fetch_sub(1, std::memory_order_relaxed);
-  pool_put(g);
+  pool_put(class_for(g->slot_size), e);
 }
 
-void stack_flush_cache(P* p) noexcept {
+void stack_flush_cache(LocalCache* p) noexcept {
   LockGuard hold(pool_lock);
-  while (p->ngcache > 0) {
+  while (p->nslots > 0) {
     cached_slots.fetch_sub(1, std::memory_order_relaxed);
-    pool_put(p->gcache[--p->ngcache]);
+    pool_put(p->slot_class, p->slots[--p->nslots]);
   }
-}
-
-void stack_for_each_g(void (*fn)(G*, void*), void* arg) noexcept {
-  if (slabs == nullptr) return;
-  LockGuard hold(pool_lock);
-  std::size_t header = round_up(sizeof(G), 64);
-  for (Slab* s : *slabs) {
-    for (std::size_t i = 0; i < s->carved; i++) {
-      auto* g = reinterpret_cast<G*>(s->base + (i + 1) * s->slot_size - header);
-      std::uint32_t st = g->status.load(std::memory_order_acquire);
-      if (st != kGIdle && st != kGDead) fn(g, arg);
-    }
+  if (p->credit_class != nullptr && p->credit > 0) {
+    p->credit_class->credit.fetch_add(p->credit, std::memory_order_release);
   }
-  for (G* g : *custom_slots) {
-    std::uint32_t st = g->status.load(std::memory_order_acquire);
-    if (st != kGIdle && st != kGDead) fn(g, arg);
-  }
+  p->credit = 0;
 }
 
 StackStats stack_stats() noexcept {
   StackStats s{};
-  s.slots_in_use = static_cast<std::size_t>(used_slots.load(std::memory_order_relaxed));
-  s.slots_cached = static_cast<std::size_t>(cached_slots.load(std::memory_order_relaxed));
+  s.bound = static_cast<std::size_t>(bound_slots.load(std::memory_order_relaxed));
+  s.cached = static_cast<std::size_t>(cached_slots.load(std::memory_order_relaxed));
   s.guarded = guarded_slots.load(std::memory_order_relaxed);
   s.unguarded = unguarded_slots.load(std::memory_order_relaxed);
   s.reserved_bytes = reserved_bytes.load(std::memory_order_relaxed);

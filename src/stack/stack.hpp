@@ -1,5 +1,5 @@
-// stack.hpp - goroutine stack slots: allocation, caching, trimming, overflow detection.
-// The design essay is at the top of stack.cpp.
+// stack.hpp - goroutine stack slots: reservation, binding, caching, trimming, overflow
+// detection. The design essay is at the top of stack.cpp.
 #pragma once
 
 #include <cstddef>
@@ -12,23 +12,27 @@ namespace goro::internal {
 inline constexpr std::size_t kMinStackSize = 16 * 1024;
 inline constexpr std::size_t kMaxStackSize = std::size_t{1} << 30;
 inline constexpr std::size_t kDefaultStackSize = 256 * 1024;
-// Bytes at the top of a slot, below the G header, where a small closure is stored.
-inline constexpr std::size_t kClosureArea = 512;
 
 // The default slot size for new goroutines.
 std::size_t stack_default_size() noexcept;
 void stack_set_default_size(std::size_t bytes);  // validated by the caller
 
-// Returns a G at the top of a stack slot of `size` bytes (0 = default), with its stack and
-// slot fields set and every other field reset. p is the caller's P (for its cache) or null.
-// Throws std::system_error if memory cannot be mapped.
-G* stack_get(P* p, std::size_t size);
+// Reserves a slot for a new goroutine (go() time) and records its size in g->slot_size:
+// default-size slots by taking a credit (mapping a new slab when none is left), other sizes
+// by mapping and binding the goroutine's own slot at once. Throws std::system_error when the
+// memory cannot be mapped. lc is the caller's local cache.
+void stack_reserve(LocalCache* lc, G* g, std::size_t size);
+// Gives back what stack_reserve took, for a goroutine that will never run.
+void stack_unreserve(LocalCache* lc, G* g) noexcept;
 
-// Returns a dead G's slot: to p's cache (p may be null), to the global pool, or to the kernel.
-void stack_put(P* p, G* g) noexcept;
+// Binds a slot to g before it first runs (default size: from lc's slots, the pool or a slab,
+// which its credit guarantees; never fails). Sets g's stack fields.
+void stack_bind(LocalCache* lc, G* g) noexcept;
+// Returns a finished goroutine's slot and credit.
+void stack_release(LocalCache* lc, G* g) noexcept;
 
-// Moves all of p's cached slots to the global pool (when p is retired).
-void stack_flush_cache(P* p) noexcept;
+// Moves lc's cached slots and credits to the global pool (a retired P, an exiting thread).
+void stack_flush_cache(LocalCache* lc) noexcept;
 
 // Process set-up: map budget, SIGSEGV handler. Called once at runtime start.
 void stack_init() noexcept;
@@ -45,13 +49,9 @@ inline bool stack_canary_ok(const G* g) noexcept {
   return any == 0;
 }
 
-// Calls fn(g, arg) for every G that lives in a stack slot and is not idle (runnable, running,
-// waiting or dead-in-cache). Takes the allocator's lock; fn must not start goroutines.
-void stack_for_each_g(void (*fn)(G*, void*), void* arg) noexcept;
-
 struct StackStats {
-  std::size_t slots_in_use;    // goroutines alive
-  std::size_t slots_cached;    // dead, in P caches or the global pool
+  std::size_t bound;           // slots bound to goroutines that have started
+  std::size_t cached;          // free slots kept resident in P caches and the pool
   std::size_t guarded;         // slots with a guard page
   std::size_t unguarded;       // slots with a canary only
   std::size_t reserved_bytes;  // virtual bytes of all slots
