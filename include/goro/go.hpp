@@ -7,7 +7,9 @@
 // A goroutine is a function running on its own small stack, scheduled M:N onto OS threads by
 // the runtime. Its stack is reserved virtually (default_stack_size(), 256 KiB unless changed)
 // and committed page by page as it is touched; an overflow into the guard page below it ends
-// the process with "goroutine N: stack overflow" and the goroutine's creation site.
+// the process with "goroutine N: stack overflow" and the goroutine's creation site. Code that
+// runs in goroutines should be compiled with -fstack-clash-protection (linking the goro::goro
+// CMake target adds it), so that a frame larger than a page cannot step over the guard page.
 //
 // Errors: an exception escaping a goroutine's function ends the process, like a Go panic,
 // with a message naming the goroutine, its creation site and the exception's what().
@@ -18,7 +20,6 @@
 #include <cstdint>
 #include <functional>
 #include <new>
-#include <source_location>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -27,6 +28,29 @@
 #include "goro/export.hpp"
 
 namespace goro {
+
+/// A source position, like std::source_location (which clang 14 cannot provide with
+/// libstdc++): current() records where it is called, or, as a default member initializer,
+/// where the enclosing aggregate is initialized.
+struct SourceLocation {
+  static constexpr SourceLocation current(const char* file = __builtin_FILE(),
+                                          const char* function = __builtin_FUNCTION(),
+                                          std::uint32_t line = __builtin_LINE()) noexcept {
+    SourceLocation s;
+    s.file_ = file;
+    s.function_ = function;
+    s.line_ = line;
+    return s;
+  }
+  constexpr const char* file_name() const noexcept { return file_; }
+  constexpr const char* function_name() const noexcept { return function_; }
+  constexpr std::uint32_t line() const noexcept { return line_; }
+
+ private:
+  const char* file_ = "";
+  const char* function_ = "";
+  std::uint32_t line_ = 0;
+};
 
 /// Per-goroutine options for go(GoOptions, f, args...). Designed for designated initializers.
 struct GoOptions {
@@ -38,7 +62,7 @@ struct GoOptions {
   std::string_view name = {};
   /// The creation site reported in dumps and fatal messages; defaults to where the GoOptions
   /// object was written, which is the go() call in the usual `go({...}, f)` form.
-  std::source_location where = std::source_location::current();
+  SourceLocation where = SourceLocation::current();
 };
 
 namespace internal {

@@ -85,6 +85,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -94,7 +95,6 @@
 #include <system_error>
 #include <typeinfo>
 #include <vector>
-#include <algorithm>
 
 #include "arch/context.hpp"
 #include "base/platform.hpp"
@@ -169,7 +169,7 @@ const char* wait_reason_string(WaitReason r) noexcept {
 
 namespace {
 
-void globrunqput(G* gp) {
+[[maybe_unused]] void globrunqput(G* gp) {
   gp->schedlink = nullptr;
   if (sched.runq_tail != nullptr) {
     sched.runq_tail->schedlink = gp;
@@ -199,7 +199,7 @@ void globrunqputbatch(G* head, G* tail, int n) {
 // runqsize counts x; consumers then treat it as empty, and the producer's wakep() after the
 // link starts an M for it.
 G inject_stub;
-G* inject_head = &inject_stub;             // consumer side, under sched.lock
+G* inject_head = &inject_stub;              // consumer side, under sched.lock
 std::atomic<G*> inject_tail{&inject_stub};  // producer side
 
 void inject_push(G* gp) {
@@ -279,10 +279,13 @@ void pidleput(P* p) {
   sched.npidle.fetch_add(1, std::memory_order_seq_cst);
 }
 
+// Takes an idle P for an M that will acquirep it; from here on it counts as running (so
+// set_gomaxprocs retires it through its M, not behind the M's back).
 P* pidleget() {
   P* p = sched.pidle;
   if (p != nullptr) {
     sched.pidle = p->link;
+    p->status.store(kPRunning, std::memory_order_relaxed);
     sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
   }
   return p;
@@ -345,12 +348,11 @@ P* allp_at(int i) {
 }
 
 void acquirep(M* m, P* p) {
-  if (p->m != nullptr || p->status.load(std::memory_order_relaxed) != kPIdle) {
+  if (p->m != nullptr || p->status.load(std::memory_order_relaxed) != kPRunning) {
     fatal("acquirep: invalid p state");
   }
   m->p = p;
   p->m = m;
-  p->status.store(kPRunning, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,12 +364,12 @@ constexpr std::size_t kGChunkBytes = 64 * 1024;
 constexpr std::size_t kGsPerChunk = kGChunkBytes / sizeof(G);
 
 Lock glock;
-G* gfree_global = nullptr;         // under glock, linked through schedlink
+G* gfree_global = nullptr;           // under glock, linked through schedlink
 std::vector<G*>* gchunks = nullptr;  // under glock
 
 // Under glock: carves a new chunk onto the free list.
 void galloc_chunk() {
-  void* mem = ::operator new(kGChunkBytes, std::align_val_t{64});
+  void* mem = ::operator new (kGChunkBytes, std::align_val_t{64});
   auto* gs = static_cast<G*>(mem);
   for (std::size_t i = 0; i < kGsPerChunk; i++) {
     G* g = ::new (&gs[i]) G;
@@ -646,7 +648,10 @@ G* find_runnable(M* m) {
         m->spinning = false;
         sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
       }
+      // Its queue went to the global queue, and this M may have been the one woken for work
+      // elsewhere: hand the search on, or the wake-up would be lost with the retired P.
       retirep(m);
+      wakep();
       stopm(m);
       continue;
     }
@@ -1226,7 +1231,7 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
     gp->closure = gp->closure_buf;
     gp->closure_on_heap = false;
   } else {
-    gp->closure = ::operator new(size, std::align_val_t{align < 16 ? 16 : align});
+    gp->closure = ::operator new (size, std::align_val_t{align < 16 ? 16 : align});
     gp->closure_on_heap = true;
   }
   *closure = gp->closure;
@@ -1364,7 +1369,8 @@ std::int64_t num_goroutine() noexcept {
   // thread_caches, exited ones were folded into ngoroutines_retired.
   std::int64_t n = sched.ngoroutines_retired.load(std::memory_order_relaxed);
   int np = sched.nallp.load(std::memory_order_acquire);
-  for (int i = 0; i < np; i++) n += sched.allp[i]->cache.ngoroutines.load(std::memory_order_relaxed);
+  for (int i = 0; i < np; i++)
+    n += sched.allp[i]->cache.ngoroutines.load(std::memory_order_relaxed);
   {
     LockGuard hold(thread_caches_lock);
     for (ThreadCache* tc = thread_caches; tc != nullptr; tc = tc->next) {

@@ -66,9 +66,9 @@ struct alignas(64) G {
   std::uintptr_t stack_hi = 0;  // one past the highest usable address (this G's header)
   std::atomic<std::uint32_t> status{kGIdle};  // GStatus; also the futex word of a thread G
   M* m = nullptr;                             // the M running it, while kGRunning
-  G* schedlink = nullptr;  // link in the global run queue or a batch; owned with the G
+  G* schedlink = nullptr;               // link in the global run queue or a batch; owned with the G
   std::atomic<G*> injectlink{nullptr};  // link in the injection queue (see proc.cpp)
-  EhGlobals eh{};          // C++ exception state while switched out
+  EhGlobals eh{};                       // C++ exception state while switched out
   std::uint64_t goid = 0;
   WaitReason waitreason = WaitReason::kNone;
   std::uint8_t stack_kind = kStackGuarded;
@@ -103,7 +103,7 @@ struct alignas(64) G {
 // A P: a logical processor. An M must hold a P to run goroutines.
 enum PStatus : std::uint32_t {
   kPIdle = 0,  // in sched.pidle; owned by the scheduler lock
-  kPRunning,   // held by p->m
+  kPRunning,   // held by p->m, or taken by pidleget and being handed to an M
   kPRetired,   // beyond GOMAXPROCS; owned by the scheduler lock; may be revived
 };
 
@@ -159,7 +159,7 @@ struct M {
   // What to run on g0 after the current goroutine switched away; returns a G to run at once
   // (a cancelled park) or null to schedule.
   G* (*mcall_fn)(M*, G*) = nullptr;
-  EhGlobals* eh = nullptr;  // this thread's __cxa_eh_globals
+  EhGlobals* eh = nullptr;          // this thread's __cxa_eh_globals
   std::uint64_t control_words = 0;  // the thread's current MXCSR | x87 CW << 32 (arch switch)
   void* altstack = nullptr;
   // Sanitizer state for the g0 stack.
@@ -177,7 +177,7 @@ struct Sched {
   // Idle Ms, under lock.
   M* midle = nullptr;
   std::atomic<int> nmidle{0};  // written under lock, also read without it
-  std::int64_t mnext = 0;  // Ms created so far (also the next M id)
+  std::int64_t mnext = 0;      // Ms created so far (also the next M id)
   // Idle Ps, under lock; npidle is also read without it.
   P* pidle = nullptr;
   std::atomic<int> npidle{0};

@@ -79,14 +79,17 @@ class RunQueue {
   // Owner: makes x runnext and returns the goroutine it displaced (to be pushed), or null.
   T* put_next(T* x) noexcept { return runnext_.exchange(x, std::memory_order_acq_rel); }
 
-  // Thief (the caller owns `this`, an empty-or-not queue of its own): steals half of victim's
-  // queue into this one and returns one of the stolen items to run, or null. The victim's
-  // runnext is taken only when steal_next is set and its queue is empty; `before_next_steal`
-  // is called first (Go pauses ~3 us there: the victim is probably about to run it).
+  // Thief (the caller owns `this`, its own queue, usually empty): steals half of victim's
+  // queue, at most as many as fit in this one, and returns one of the stolen items to run (the
+  // rest are queued here), or null. The victim's runnext is taken only when steal_next is set
+  // and its queue is empty; `before_next_steal` is called first (Go pauses ~3 us there: the
+  // victim is probably about to run it).
   template <class Pause>
   T* steal_from(RunQueue& victim, bool steal_next, Pause&& before_next_steal) noexcept {
     std::uint32_t t = tail_.load(std::memory_order_relaxed);
-    std::uint32_t n = victim.grab(slots_, t, steal_next, before_next_steal);
+    std::uint32_t room = N - (t - head_.load(std::memory_order_acquire));
+    if (room == 0) return nullptr;
+    std::uint32_t n = victim.grab(slots_, t, room, steal_next, before_next_steal);
     if (n == 0) return nullptr;
     n--;
     T* x = slots_[(t + n) % N].load(std::memory_order_relaxed);
@@ -113,11 +116,11 @@ class RunQueue {
   }
 
  private:
-  // Copies up to half of this queue into dst ring starting at dst_tail, claims them, returns
-  // how many.
+  // Copies up to half of this queue (at most max) into dst ring starting at dst_tail, claims
+  // them, returns how many.
   template <class Pause>
-  std::uint32_t grab(std::atomic<T*>* dst, std::uint32_t dst_tail, bool steal_next,
-                     Pause& before_next_steal) noexcept {
+  std::uint32_t grab(std::atomic<T*>* dst, std::uint32_t dst_tail, std::uint32_t max,
+                     bool steal_next, Pause& before_next_steal) noexcept {
     for (;;) {
       std::uint32_t h = head_.load(std::memory_order_acquire);
       std::uint32_t t = tail_.load(std::memory_order_acquire);  // (A')
@@ -139,6 +142,7 @@ class RunQueue {
         return 0;
       }
       if (n > N / 2) continue;  // read head and tail inconsistently: retry
+      if (n > max) n = max;
       for (std::uint32_t i = 0; i < n; i++) {
         dst[(dst_tail + i) % N].store(slots_[(h + i) % N].load(std::memory_order_relaxed),
                                       std::memory_order_relaxed);

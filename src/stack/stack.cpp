@@ -88,7 +88,7 @@ struct StackClass {
   std::vector<std::uintptr_t> released;  // free slots given back to the kernel; pool_lock
   std::size_t low_water = 0;             // smallest live.size() since the last scavenge
   std::int64_t last_scavenge = 0;
-  std::uintptr_t carve_next = 0;         // next uncarved slot in the newest slab
+  std::uintptr_t carve_next = 0;  // next uncarved slot in the newest slab
   std::uintptr_t carve_end = 0;
 };
 
@@ -99,7 +99,7 @@ constexpr std::size_t kPoolKeep = 4096;
 constexpr std::int64_t kScavengePeriodNs = 500'000'000;
 constexpr std::size_t kTrimKeep = 32 * 1024;
 constexpr std::size_t kCanaryBytes = 64;
-constexpr std::size_t kAltStackSize = 128 * 1024;
+constexpr std::size_t kAltStackSize = 1024 * 1024;  // symbolizing in the handler needs room
 constexpr int kCreditBatch = 32;
 constexpr std::uintptr_t kKindMask = 0xfff;
 
@@ -117,7 +117,9 @@ std::size_t guard_budget = 0;
 std::atomic<bool> warned_unguarded{false};
 struct sigaction old_segv, old_bus;
 
-std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+std::size_t round_up(std::size_t n, std::size_t a) {
+  return (n + a - 1) / a * a;
+}
 
 // Decides whether a new slot gets a guard page, counting it. Warns once when we run out.
 bool take_guard() {
@@ -132,12 +134,14 @@ bool take_guard() {
       std::fclose(f);
     }
     RawBuf b;
-    b.str("goro: ").udec(guard_budget)
+    b.str("goro: ")
+        .udec(guard_budget)
         .str(" goroutine stacks have guard pages, the most that vm.max_map_count (")
         .dec(max_maps)
-        .str(") allows; further stacks have no guard page and overflow is detected by a canary "
-             "checked at each switch. To keep guard pages, raise the limit: "
-             "sysctl -w vm.max_map_count=<higher>\n");
+        .str(
+            ") allows; further stacks have no guard page and overflow is detected by a canary "
+            "checked at each switch. To keep guard pages, raise the limit: "
+            "sysctl -w vm.max_map_count=<higher>\n");
     b.flush();
   }
   return false;
@@ -205,7 +209,8 @@ void map_slab(StackClass* c) {
   void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
-    throw std::system_error(errno, std::generic_category(), "goro::go: cannot map goroutine stacks");
+    throw std::system_error(errno, std::generic_category(),
+                            "goro::go: cannot map goroutine stacks");
   }
   ::madvise(mem, bytes, MADV_NOHUGEPAGE);
   reserved_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -243,7 +248,8 @@ void scavenge(StackClass* c, std::int64_t now) {
   std::size_t idle = std::min(c->low_water, c->live.size());
   if (idle > kPoolKeep) {
     std::size_t n = idle - kPoolKeep;
-    std::vector<std::uintptr_t> v(c->live.begin(), c->live.begin() + static_cast<std::ptrdiff_t>(n));
+    std::vector<std::uintptr_t> v(c->live.begin(),
+                                  c->live.begin() + static_cast<std::ptrdiff_t>(n));
     c->live.erase(c->live.begin(), c->live.begin() + static_cast<std::ptrdiff_t>(n));
     cached_slots.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
     std::sort(v.begin(), v.end());
@@ -309,7 +315,9 @@ std::uintptr_t pool_get(StackClass* c) {
   return e;
 }
 
-bool is_custom(std::uint8_t kind) { return kind == kStackCustom || kind == kStackCustomCanary; }
+bool is_custom(std::uint8_t kind) {
+  return kind == kStackCustom || kind == kStackCustomCanary;
+}
 
 // The SIGSEGV/SIGBUS handler: a fault in the current goroutine's guard page is a stack
 // overflow; anything else goes to the previous handler.
@@ -318,8 +326,15 @@ void segv_handler(int sig, siginfo_t* info, void* uctx) {
   G* g = getg();
   if (g != nullptr && g->slot_base != 0 && addr >= g->slot_base && addr < g->stack_lo) {
     RawBuf b;
-    b.str("goroutine ").udec(g->goid).str(": stack overflow (fault at ").hex(addr)
-        .str(", stack of ").udec(g->slot_size).str(" bytes at ").hex(g->slot_base).str(")\n");
+    b.str("goroutine ")
+        .udec(g->goid)
+        .str(": stack overflow (fault at ")
+        .hex(addr)
+        .str(", stack of ")
+        .udec(g->slot_size)
+        .str(" bytes at ")
+        .hex(g->slot_base)
+        .str(")\n");
     b.flush();
     print_goroutine_header(g, "");
     die();
@@ -340,7 +355,9 @@ void segv_handler(int sig, siginfo_t* info, void* uctx) {
 
 }  // namespace
 
-std::size_t stack_default_size() noexcept { return default_size.load(std::memory_order_relaxed); }
+std::size_t stack_default_size() noexcept {
+  return default_size.load(std::memory_order_relaxed);
+}
 
 void stack_set_default_size(std::size_t bytes) {
   std::size_t size = round_up(bytes, page_size());
@@ -402,7 +419,8 @@ void stack_reserve(LocalCache* p, G* g, std::size_t size) {
   void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
-    throw std::system_error(errno, std::generic_category(), "goro::go: cannot map a goroutine stack");
+    throw std::system_error(errno, std::generic_category(),
+                            "goro::go: cannot map a goroutine stack");
   }
   ::madvise(mem, size, MADV_NOHUGEPAGE);
   reserved_bytes.fetch_add(size, std::memory_order_relaxed);

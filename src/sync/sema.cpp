@@ -37,7 +37,9 @@ struct SemaWaiter {
 
 static_assert(sizeof(Lock) == sizeof(std::atomic<std::uint32_t>) &&
               std::is_standard_layout_v<Lock>);
-Lock& lock_of(Sema* s) { return *reinterpret_cast<Lock*>(&s->lock); }
+Lock& lock_of(Sema* s) {
+  return *reinterpret_cast<Lock*>(&s->lock);
+}
 
 bool can_acquire(Sema* s) {
   std::uint32_t v = s->count.load(std::memory_order_relaxed);

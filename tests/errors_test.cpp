@@ -1,0 +1,160 @@
+// errors_test.cpp - how goro fails: fatal errors run as subprocesses of tests/testprog (exit
+// status or signal, stderr), plus the in-process argument errors and resource exhaustion.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <stdexcept>
+#include <string>
+
+#include "goro/goro.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using goro_test::ProcResult;
+using goro_test::run_testprog;
+
+std::string capture(const std::string& s, const std::string& re) {
+  std::smatch m;
+  if (!std::regex_search(s, m, std::regex(re))) return {};
+  return m[1].str();
+}
+
+void expect_abort(const ProcResult& r) {
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_EQ(r.term_signal, SIGABRT) << r.describe();
+}
+
+TEST(Errors, ExceptionEscapingNamedGoroutine) {
+  auto r = run_testprog("panic_named");
+  expect_abort(r);
+  std::string id = capture(r.out, "id=([0-9]+)");
+  std::string line = capture(r.out, "line=([0-9]+)");
+  ASSERT_FALSE(id.empty()) << r.describe();
+  ASSERT_FALSE(line.empty()) << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("kaboom-named-42"), std::string::npos) << "what()\n" << r.describe();
+  EXPECT_NE(r.err.find("std::runtime_error"), std::string::npos) << "type\n" << r.describe();
+  EXPECT_NE(r.err.find("testprog.cpp:" + line), std::string::npos)
+      << "creation site\n" << r.describe();
+  EXPECT_NE(r.err.find("\"x\""), std::string::npos) << "name\n" << r.describe();
+}
+
+TEST(Errors, ExceptionEscapingPlainGoroutineNamesTheSpawningFunction) {
+  auto r = run_testprog("panic_plain");
+  expect_abort(r);
+  std::string id = capture(r.out, "id=([0-9]+)");
+  ASSERT_FALSE(id.empty()) << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("kaboom-plain-17"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("spawn_plain_panicker"), std::string::npos)
+      << "symbolized creation site\n" << r.describe();
+}
+
+TEST(Errors, NonStdExceptionEscapingGoroutine) {
+  auto r = run_testprog("panic_int");
+  expect_abort(r);
+  std::string id = capture(r.out, "id=([0-9]+)");
+  ASSERT_FALSE(id.empty()) << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
+  EXPECT_TRUE(goro_test::regex_search(r.err, "type int\\b")) << r.describe();
+}
+
+TEST(Errors, NegativeWaitGroupCounterOnThread) {
+  auto r = run_testprog("wg_negative_thread");
+  expect_abort(r);
+  EXPECT_NE(r.out.find("before"), std::string::npos) << r.describe();
+  EXPECT_EQ(r.out.find("after"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("sync: negative WaitGroup counter"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, NegativeWaitGroupCounterInGoroutine) {
+  auto r = run_testprog("wg_negative_goroutine");
+  expect_abort(r);
+  EXPECT_EQ(r.out.find("after"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("sync: negative WaitGroup counter"), std::string::npos) << r.describe();
+  // The fatal message names the goroutine that was running.
+  std::string id = capture(r.out, "id=([0-9]+)");
+  std::string line = capture(r.out, "line=([0-9]+)");
+  EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("testprog.cpp:" + line), std::string::npos) << r.describe();
+}
+
+TEST(Errors, UnlockOfUnlockedMutexOnThread) {
+  auto r = run_testprog("unlock_unlocked_thread");
+  expect_abort(r);
+  EXPECT_NE(r.out.find("before"), std::string::npos) << r.describe();
+  EXPECT_EQ(r.out.find("after"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("sync: unlock of unlocked mutex"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, UnlockOfUnlockedMutexInGoroutine) {
+  auto r = run_testprog("unlock_unlocked_goroutine");
+  expect_abort(r);
+  EXPECT_EQ(r.out.find("after"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("sync: unlock of unlocked mutex"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, StackOverflow) {
+  auto r = run_testprog("stack_overflow_named");
+  expect_abort(r);
+  std::string id = capture(r.out, "id=([0-9]+)");
+  ASSERT_FALSE(id.empty()) << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id + ": stack overflow"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.err.find("testprog.cpp:" + capture(r.out, "line=([0-9]+)")), std::string::npos)
+      << r.describe();
+}
+
+TEST(Errors, BadGomaxprocsEnvironmentWarnsAndUsesDefault) {
+  auto def = run_testprog("print_procs", {{"GOMAXPROCS", std::nullopt}});
+  ASSERT_TRUE(def.exited && def.exit_code == 0) << def.describe();
+  std::string want = capture(def.out, "gomaxprocs=([0-9]+)");
+  ASSERT_FALSE(want.empty()) << def.describe();
+  for (const char* bad : {"abc", "0", "-3", "4x", "1025", "99999999999999999999"}) {
+    auto r = run_testprog("print_procs", {{"GOMAXPROCS", bad}});
+    ASSERT_TRUE(r.exited) << bad << "\n" << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << bad << "\n" << r.describe();
+    EXPECT_EQ(capture(r.out, "gomaxprocs=([0-9]+)"), want) << bad << "\n" << r.describe();
+    EXPECT_NE(r.out.find("ran=1"), std::string::npos) << bad << "\n" << r.describe();
+    EXPECT_NE(r.err.find("GOMAXPROCS"), std::string::npos) << bad << "\n" << r.describe();
+    EXPECT_EQ(goro_test::count_occurrences(r.err, "GOMAXPROCS"), 1)
+        << "one warning\n" << r.describe();
+  }
+}
+
+TEST(Errors, SetGomaxprocsZeroThrows) {
+  EXPECT_THROW(goro::set_gomaxprocs(0), std::invalid_argument);
+  EXPECT_THROW(goro::set_gomaxprocs(-5), std::invalid_argument);
+  EXPECT_THROW(goro::set_gomaxprocs(goro::max_procs() + 1), std::invalid_argument);
+  EXPECT_GE(goro::gomaxprocs(), 1);
+  EXPECT_THROW(goro::set_default_stack_size(1), std::invalid_argument);
+}
+
+TEST(Errors, RlimitAsMakesGoThrowThenRecovers) {
+  auto r = run_testprog("rlimit_as");
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_NE(r.out.find("THREW"), std::string::npos) << r.describe();
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, ThreadCreationFailureMakesGoThrowThenRecovers) {
+  auto r = run_testprog("thread_fail", {{"GOMAXPROCS", "1"}});
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_NE(r.out.find("THREW"), std::string::npos) << r.describe();
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.describe();
+}
+
+TEST(Errors, ThreadCreationFailureWithOneMKeepsRunning) {
+  auto r = run_testprog("thread_fail_partial", {{"GOMAXPROCS", "1"}});
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.describe();
+  // Failing to add an M is reported (once), not fatal.
+  EXPECT_LE(goro_test::count_occurrences(r.err, "cannot create an OS thread"), 1) << r.describe();
+}
+
+}  // namespace

@@ -1,0 +1,442 @@
+// testprog.cpp - crash and process-level cases for goro's tests, selected by argv[1] (like Go's
+// runtime/testdata/testprog). The tests run it as a subprocess and check its exit status or
+// signal, stdout and stderr. Cases print what the test needs to know (goroutine ids, source
+// lines) to stdout, flushed, before they crash.
+//
+// Lines that tests match ("testprog.cpp:<line>") are printed with __LINE__ on the line of the
+// go() call (before it), so editing this file cannot desynchronize them.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include "goro/goro.hpp"
+#include "sched/proc.hpp"
+#include "base/platform.hpp"
+#include "stack/stack.hpp"
+
+namespace {
+
+volatile bool g_stop = false;  // never set: keeps infinite recursions well-defined
+volatile char g_sink;
+
+void say(const char* fmt, auto... args) {
+  std::printf(fmt, args...);
+  std::fflush(stdout);
+}
+
+// Blocks the calling (main) thread for good, on a goroutine-aware primitive; the crash under
+// test ends the process.
+[[noreturn]] void wait_forever() {
+  static goro::WaitGroup never;
+  never.add(1);
+  never.wait();
+  std::_Exit(99);
+}
+
+long vm_size_kb() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  long kb = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, "VmSize:", 7) == 0) kb = std::strtol(line + 7, nullptr, 10);
+  }
+  std::fclose(f);
+  return kb;
+}
+
+// ---- uncaught exceptions -------------------------------------------------------------------
+
+int panic_named() {
+  say("line=%d\n", __LINE__); goro::go({.name = "x"}, [] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    throw std::runtime_error("kaboom-named-42");
+  });
+  wait_forever();
+}
+
+[[gnu::noinline]] void spawn_plain_panicker() {
+  goro::go([] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    throw std::logic_error("kaboom-plain-17");
+  });
+  asm volatile("");  // keep the call from being a tail call
+}
+
+int panic_plain() {
+  spawn_plain_panicker();
+  wait_forever();
+}
+
+int panic_int() {
+  goro::go({.name = "thrower"}, [] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    throw 42;
+  });
+  wait_forever();
+}
+
+// ---- misuse of package sync ------------------------------------------------------------------
+
+int wg_negative_thread() {
+  goro::WaitGroup wg;
+  wg.add(1);
+  wg.done();
+  say("before\n");
+  wg.done();
+  say("after\n");
+  return 0;
+}
+
+int wg_negative_goroutine() {
+  say("line=%d\n", __LINE__); goro::go({.name = "negwg"}, [] {
+    goro::WaitGroup wg;
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    wg.add(2);
+    wg.add(-3);
+    say("after\n");
+  });
+  wait_forever();
+}
+
+int unlock_unlocked_thread() {
+  goro::Mutex m;
+  m.lock();
+  m.unlock();
+  say("before\n");
+  m.unlock();
+  say("after\n");
+  return 0;
+}
+
+int unlock_unlocked_goroutine() {
+  goro::go({.name = "unl"}, [] {
+    goro::Mutex m;
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    m.unlock();
+    say("after\n");
+  });
+  wait_forever();
+}
+
+// ---- stack overflow ------------------------------------------------------------------------
+
+[[gnu::noinline]] int recurse_forever(int n) {
+  volatile char buf[512];
+  buf[0] = static_cast<char>(n);
+  buf[sizeof(buf) - 1] = static_cast<char>(n);
+  if (g_stop) return 0;
+  return recurse_forever(n + 1) + buf[n % sizeof(buf)];
+}
+
+int stack_overflow_named() {
+  say("line=%d\n", __LINE__); goro::go({.name = "deep"}, [] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    g_sink = static_cast<char>(recurse_forever(0));
+  });
+  wait_forever();
+}
+
+[[gnu::noinline]] void spawn_plain_overflow() {
+  goro::go([] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    g_sink = static_cast<char>(recurse_forever(0));
+  });
+  asm volatile("");
+}
+
+int stack_overflow_plain() {
+  spawn_plain_overflow();
+  wait_forever();
+}
+
+// Frames larger than the guard page: every frame touches its lowest byte first, so a frame can
+// step over the single guard page into whatever lies below the slot.
+[[gnu::noinline]] int recurse_big_frames(int n) {
+  volatile char buf[16384];
+  buf[0] = static_cast<char>(n);  // lowest address first
+  buf[sizeof(buf) - 1] = static_cast<char>(n);
+  if (g_stop) return 0;
+  return recurse_big_frames(n + 1) + buf[n % sizeof(buf)];
+}
+
+int stack_overflow_big_frames() {
+  // A parked neighbour first, so the overflowing slot is not the lowest of its slab.
+  static goro::WaitGroup hold;
+  hold.add(1);
+  goro::go([] { hold.wait(); });
+  goro::go({.name = "bigframes"}, [] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    g_sink = static_cast<char>(recurse_big_frames(0));
+  });
+  wait_forever();
+}
+
+// Without a guard page (GORO_STACK_GUARD_BUDGET=0) an overflow is found by the canary at the
+// next switch. Recurses until the bottom 64 bytes of the slot are overwritten (a bounded
+// overflow into the neighbouring slot, which belongs to a parked goroutine), then yields.
+std::uintptr_t g_slot_base;
+
+[[gnu::noinline]] int recurse_past(int n) {
+  volatile char buf[1024];
+  for (std::size_t i = 0; i < sizeof(buf); i++) buf[i] = static_cast<char>(n | 1);
+  if (reinterpret_cast<std::uintptr_t>(&buf[0]) <= g_slot_base) return buf[n % sizeof(buf)];
+  return recurse_past(n + 1) + buf[n % sizeof(buf)];
+}
+
+int stack_overflow_canary() {
+  static goro::WaitGroup hold;
+  hold.add(1);
+  goro::go([] { hold.wait(); });  // occupies the slot below
+  goro::go({.name = "canary"}, [] {
+    goro::internal::G* g = goro::internal::getg();
+    say("id=%llu kind=%d\n", static_cast<unsigned long long>(g->goid), int{g->stack_kind});
+    g_slot_base = g->slot_base;
+    g_sink = static_cast<char>(recurse_past(0));
+    goro::yield();  // the canary is checked here
+    say("survived\n");
+  });
+  wait_forever();
+}
+
+// ---- guard page budget ---------------------------------------------------------------------
+
+int guard_budget() {
+  constexpr int kN = 100;
+  goro::WaitGroup started, release, finished;
+  std::atomic<int> ran{0};
+  started.add(kN);
+  release.add(1);
+  finished.add(kN);
+  for (int i = 0; i < kN; i++) {
+    goro::go([&] {
+      ran.fetch_add(1);
+      started.done();
+      release.wait();  // park: all kN stacks are in use at once
+      finished.done();
+    });
+  }
+  started.wait();
+  auto st = goro::internal::stack_stats();
+  release.done();
+  finished.wait();
+  say("ran=%d guarded=%zu unguarded=%zu\n", ran.load(), st.guarded, st.unguarded);
+  return 0;
+}
+
+// ---- GOMAXPROCS ----------------------------------------------------------------------------
+
+int print_procs() {
+  int procs = goro::gomaxprocs();
+  std::atomic<int> ran{0};
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&] {
+    ran = 1;
+    wg.done();
+  });
+  wg.wait();
+  say("gomaxprocs=%d num_cpu=%d ran=%d\n", procs, goro::num_cpu(), ran.load());
+  return 0;
+}
+
+// ---- resource exhaustion -------------------------------------------------------------------
+
+// go() with a non-default stack needs a new mapping: under a tight RLIMIT_AS it throws
+// std::system_error; with the limit raised again the runtime works on.
+int rlimit_as() {
+  {
+    goro::WaitGroup wg;
+    wg.add(1);
+    goro::go([&] { wg.done(); });  // the runtime and an M are up
+    wg.wait();
+  }
+  rlimit old{};
+  getrlimit(RLIMIT_AS, &old);
+  long kb = vm_size_kb();
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(kb + 4 * 1024) * 1024;  // VM size + 4 MiB
+  if (setrlimit(RLIMIT_AS, &tight) != 0) {
+    say("setrlimit failed: %s\n", std::strerror(errno));
+    return 3;
+  }
+  std::atomic<int> ran{0};
+  bool threw = false;
+  try {
+    goro::go(goro::GoOptions{.stack_size = 64 << 20}, [&] { ran.fetch_add(1); });
+  } catch (const std::system_error& e) {
+    threw = true;
+    say("THREW: %s\n", e.what());
+  }
+  setrlimit(RLIMIT_AS, &old);
+  if (!threw) {
+    say("go() did not throw under RLIMIT_AS\n");
+    return 4;
+  }
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go(goro::GoOptions{.stack_size = 64 << 20}, [&] {
+    ran.fetch_add(1);
+    wg.done();
+  });
+  wg.wait();
+  if (ran.load() != 1) {
+    say("ran=%d (the failed goroutine ran?)\n", ran.load());
+    return 5;
+  }
+  say("OK\n");
+  return 0;
+}
+
+// Brings the runtime up with exactly one M (GOMAXPROCS=1 in the environment) and a mapped slab
+// of default stacks, then lets that M go idle.
+bool start_with_one_m() {
+  if (goro::gomaxprocs() != 1) {
+    say("want GOMAXPROCS=1 in the environment\n");
+    return false;
+  }
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&] { wg.done(); });
+  wg.wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return true;
+}
+
+bool lower_as_limit(rlimit* old, long headroom_kb) {
+  getrlimit(RLIMIT_AS, old);
+  rlimit tight = *old;
+  tight.rlim_cur = static_cast<rlim_t>(vm_size_kb() + headroom_kb) * 1024;
+  if (setrlimit(RLIMIT_AS, &tight) != 0) {
+    say("setrlimit failed: %s\n", std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// Every M is busy and none can be created (RLIMIT_AS leaves no room for a thread stack), while
+// idle Ps exist: go() from main must throw std::system_error, and the goroutines it reported
+// as failed must never run. With the limit restored, goroutines run to completion.
+int thread_fail() {
+  if (!start_with_one_m()) return 3;
+  // Occupy the only M: a goroutine that spins without entering the scheduler.
+  std::atomic<bool> spinning{false}, release{false};
+  goro::go([&] {
+    spinning = true;
+    while (!release.load()) goro::internal::cpu_relax();
+  });
+  while (!spinning.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int threads_before = goro::num_threads();
+  rlimit old{};
+  if (!lower_as_limit(&old, 64)) return 3;  // less than a 256 KiB thread stack
+  goro::set_gomaxprocs(4);  // three idle Ps, no M to run them (creating one fails)
+  std::atomic<int> ran{0};
+  int ok = 0, failed = 0;
+  for (int i = 0; i < 20; i++) {
+    try {
+      goro::go([&] { ran.fetch_add(1); });
+      ok++;
+    } catch (const std::system_error& e) {
+      if (failed++ == 0) say("THREW: %s\n", e.what());
+    }
+  }
+  setrlimit(RLIMIT_AS, &old);
+  release = true;
+  say("threads_before=%d ok=%d failed=%d\n", threads_before, ok, failed);
+  if (failed == 0) return 4;
+  // The goroutines that go() accepted must run; the refused ones never.
+  goro::WaitGroup wg;
+  constexpr int kMore = 200;
+  wg.add(kMore);
+  for (int i = 0; i < kMore; i++) {
+    goro::go([&] {
+      ran.fetch_add(1);
+      wg.done();
+    });
+  }
+  wg.wait();
+  for (int i = 0; i < 200 && ran.load() != ok + kMore; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  say("ran=%d want=%d\n", ran.load(), ok + kMore);
+  if (ran.load() != ok + kMore) return 5;
+  say("OK\n");
+  return 0;
+}
+
+// One M exists; no more can be created. go() succeeds whenever that M can run the goroutine
+// and throws otherwise; the runtime must keep running everything it accepted on the one M.
+int thread_fail_partial() {
+  if (!start_with_one_m()) return 3;
+  int threads_before = goro::num_threads();
+  rlimit old{};
+  if (!lower_as_limit(&old, 64)) return 3;
+  goro::set_gomaxprocs(4);
+  constexpr int kN = 2000;
+  std::atomic<int> ran{0};
+  int ok = 0, failed = 0;
+  goro::WaitGroup wg;
+  for (int i = 0; i < kN; i++) {
+    wg.add(1);
+    try {
+      goro::go([&] {
+        ran.fetch_add(1);
+        goro::yield();
+        wg.done();
+      });
+      ok++;
+    } catch (const std::system_error&) {
+      failed++;
+      wg.done();
+    }
+    if (i % 32 == 31) wg.wait();  // stay within the stack slab already mapped
+  }
+  wg.wait();
+  setrlimit(RLIMIT_AS, &old);
+  say("threads_before=%d threads_now=%d ok=%d failed=%d ran=%d\n", threads_before,
+      goro::num_threads(), ok, failed, ran.load());
+  if (ran.load() != ok) return 5;
+  if (ok == 0) return 6;
+  say("OK\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  static const std::map<std::string, int (*)()> cases = {
+      {"panic_named", panic_named},
+      {"panic_plain", panic_plain},
+      {"panic_int", panic_int},
+      {"wg_negative_thread", wg_negative_thread},
+      {"wg_negative_goroutine", wg_negative_goroutine},
+      {"unlock_unlocked_thread", unlock_unlocked_thread},
+      {"unlock_unlocked_goroutine", unlock_unlocked_goroutine},
+      {"stack_overflow_named", stack_overflow_named},
+      {"stack_overflow_plain", stack_overflow_plain},
+      {"stack_overflow_big_frames", stack_overflow_big_frames},
+      {"stack_overflow_canary", stack_overflow_canary},
+      {"guard_budget", guard_budget},
+      {"print_procs", print_procs},
+      {"rlimit_as", rlimit_as},
+      {"thread_fail", thread_fail},
+      {"thread_fail_partial", thread_fail_partial},
+  };
+  if (argc < 2 || cases.count(argv[1]) == 0) {
+    std::fprintf(stderr, "usage: %s CASE\ncases:", argv[0]);
+    for (const auto& [name, fn] : cases) std::fprintf(stderr, " %s", name.c_str());
+    std::fprintf(stderr, "\n");
+    return 2;
+  }
+  return cases.at(argv[1])();
+}
