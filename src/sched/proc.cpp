@@ -169,7 +169,7 @@ const char* wait_reason_string(WaitReason r) noexcept {
 
 namespace {
 
-[[maybe_unused]] void globrunqput(G* gp) {
+void globrunqput(G* gp) {
   gp->schedlink = nullptr;
   if (sched.runq_tail != nullptr) {
     sched.runq_tail->schedlink = gp;
@@ -251,9 +251,8 @@ void injectglist(G* gp) {
   inject_push(gp);
 }
 
-void runqput(P* p, G* gp, bool next);
-
-// Takes a batch from the global queue: one to return, the rest onto p's local queue.
+// Under sched.lock: takes a batch from the global queue: one to return, the rest onto p's
+// local queue.
 G* globrunqget(P* p, int max) {
   int size = sched.runqsize.load(std::memory_order_relaxed);
   if (size == 0) return nullptr;
@@ -266,7 +265,10 @@ G* globrunqget(P* p, int max) {
   for (int i = 1; gp != nullptr && i < n; i++) {
     G* more = globrunqpop();
     if (more == nullptr) break;
-    runqput(p, more, false);
+    // Straight onto the ring (we hold sched.lock, so not runqput: its overflow and chaos
+    // paths take the lock). It has room: n <= 128 and the ring was just found empty or
+    // nearly so; if not, the G goes back to the global queue.
+    if (!p->runq.push(more)) globrunqput(more);
   }
   return gp;
 }
