@@ -160,6 +160,20 @@ const char* wait_reason_string(WaitReason r) noexcept {
       return "semacquire";
     case WaitReason::kOnce:
       return "sync.Once";
+    case WaitReason::kSleep:
+      return "sleep";
+    case WaitReason::kChanReceive:
+      return "chan receive";
+    case WaitReason::kChanSend:
+      return "chan send";
+    case WaitReason::kSelect:
+      return "select";
+    case WaitReason::kSelectNoCases:
+      return "select (no cases)";
+    case WaitReason::kChanReceiveNil:
+      return "chan receive (nil chan)";
+    case WaitReason::kChanSendNil:
+      return "chan send (nil chan)";
   }
   return "unknown";
 }
@@ -294,6 +308,7 @@ P* pidleget() {
 }
 
 void mput(M* m) {
+  m->idle_listed = true;
   m->schedlink = sched.midle;
   sched.midle = m;
   sched.nmidle.fetch_add(1, std::memory_order_relaxed);
@@ -302,6 +317,7 @@ void mput(M* m) {
 M* mget() {
   M* m = sched.midle;
   if (m != nullptr) {
+    m->idle_listed = false;
     sched.midle = m->schedlink;
     sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -473,6 +489,7 @@ bool newm(P* p, bool spinning, int* err) {
       M** pp = &sched.midle;
       while (*pp != nullptr && *pp != m) pp = &(*pp)->schedlink;
       if (*pp == m) {
+        m->idle_listed = false;
         *pp = m->schedlink;
         sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
       } else {
@@ -524,16 +541,78 @@ void startm(P* p, bool spinning) {
   nm->park.wakeup();
 }
 
-// Parks m until startm hands it a P.
-void stopm(M* m) {
+// Parks m until startm hands it a P, and returns true with the P acquired. The first M to
+// park while no other is the timer sleeper becomes it: it sleeps at most until the earliest
+// timer deadline, and returns false (no P, not in midle) when it woke without being handed a
+// P, so that the caller runs the due timers.
+//
+// Timers armed while the sleeper goes to sleep are not missed: the sleeper publishes itself
+// with sleep_until = "never" (A) before it reads the heaps' deadlines (B); timer_start
+// publishes its heap's deadline (A') before reading sleep_until (B'). All four are
+// sequentially consistent, so either (B) sees the new timer or (B') sees the sleeper and
+// wake_timer_sleeper wakes it.
+bool stopm(M* m) {
+  bool sleeper = false;
   {
     LockGuard hold(sched.lock);
     mput(m);
+    if (sched.timer_sleeper == nullptr) {
+      sched.timer_sleeper = m;
+      sched.sleep_until.store(INT64_MAX, std::memory_order_seq_cst);  // (A)
+      sleeper = true;
+    }
+  }
+  if (sleeper) {
+    std::int64_t until = timers_next_all();  // (B)
+    if (until != 0) {
+      std::int64_t cur = INT64_MAX;
+      sched.sleep_until.compare_exchange_strong(cur, until, std::memory_order_seq_cst);
+      std::int64_t left = until - nanotime();
+      if (left > 0) m->park.sleep_for(left);
+    } else {
+      m->park.sleep();
+    }
+    LockGuard hold(sched.lock);
+    if (sched.timer_sleeper == m) {
+      sched.timer_sleeper = nullptr;
+      sched.sleep_until.store(INT64_MAX, std::memory_order_seq_cst);
+    }
+    if (m->idle_listed) {
+      // Timed out, or woken by wake_timer_sleeper: nobody took us from midle.
+      M** pp = &sched.midle;
+      while (*pp != m) pp = &(*pp)->schedlink;
+      *pp = m->schedlink;
+      m->idle_listed = false;
+      sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
+      m->park.clear();
+      return false;
+    }
+    // A startm took us from midle; its wake-up (and m->nextp) is on its way.
   }
   m->park.sleep();
   m->park.clear();
   acquirep(m, m->nextp);
   m->nextp = nullptr;
+  return true;
+}
+
+// Parks m without a P until it is handed one, serving as the timer sleeper while timers are
+// armed: when the earliest deadline passes, it runs the due timers of every P itself (what
+// they ready goes to the injection queue) and takes an idle P if that left work.
+void stopm_until_work(M* m) {
+  for (;;) {
+    if (stopm(m)) return;
+    timers_run_all(nanotime());
+    if (sched.runqsize.load(std::memory_order_seq_cst) > 0) {
+      sched.lock.lock();
+      P* p = pidleget();
+      sched.lock.unlock();
+      if (p != nullptr) {
+        acquirep(m, p);
+        return;
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -547,6 +626,20 @@ void wakep() noexcept {
     return;
   }
   startm(nullptr, true);
+}
+
+void wake_timer_sleeper(std::int64_t when) noexcept {
+  if (when < sched.sleep_until.load(std::memory_order_seq_cst)) {  // (B')
+    LockGuard hold(sched.lock);
+    if (sched.timer_sleeper != nullptr && when < sched.sleep_until.load(std::memory_order_relaxed)) {
+      sched.timer_sleeper->park.wakeup();
+      sched.sleep_until.store(when, std::memory_order_relaxed);  // one wake-up is enough
+      return;
+    }
+  }
+  // No sleeper: an M that is awake will see the timer when it parks; if none is awake (a
+  // plain thread armed it), start one, which becomes the sleeper.
+  if (getm() == nullptr) wakep();
 }
 
 namespace {
@@ -622,6 +715,12 @@ G* steal_work(P* p) {
       P* victim = allp_at(static_cast<int>((start + static_cast<std::uint32_t>(i) * stride) %
                                            static_cast<std::uint32_t>(n)));
       if (victim == p || victim == nullptr) continue;
+      // A victim busy with a long goroutine does not get to its timers: run the due ones.
+      if (std::int64_t next = victim->timers.next.load(std::memory_order_relaxed);
+          next != 0 && next <= nanotime()) {
+        timers_run(&victim->timers, nanotime());
+        if (G* gp = p->runq.pop()) return gp;
+      }
       bool victim_running = victim->status.load(std::memory_order_relaxed) == kPRunning;
       G* gp = p->runq.steal_from(victim->runq, last, [&] {
         if (victim_running) steal_pause();
@@ -654,10 +753,14 @@ G* find_runnable(M* m) {
       // elsewhere: hand the search on, or the wake-up would be lost with the retired P.
       retirep(m);
       wakep();
-      stopm(m);
+      stopm_until_work(m);
       continue;
     }
     G* gp = nullptr;
+    // Due timers of this P first: what they ready lands in its run queue.
+    if (std::int64_t next = p->timers.next.load(std::memory_order_relaxed); next != 0) {
+      timers_run(&p->timers, nanotime());
+    }
     // Fairness: every 61 ticks look at the global queue first, so two goroutines readying
     // each other through runnext cannot starve it.
     if (p->schedtick % 61 == 0 && sched.runqsize.load(std::memory_order_relaxed) > 0) {
@@ -716,7 +819,7 @@ G* find_runnable(M* m) {
         continue;
       }
     }
-    stopm(m);
+    stopm_until_work(m);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "base/lock.hpp"
 #include "goro/go.hpp"
 #include "sched/runq.hpp"
+#include "time/timer.hpp"
 
 namespace goro::internal {
 
@@ -33,6 +34,13 @@ enum class WaitReason : std::uint8_t {
   kWaitGroup,
   kSemacquire,
   kOnce,
+  kSleep,
+  kChanReceive,
+  kChanSend,
+  kSelect,
+  kSelectNoCases,
+  kChanReceiveNil,
+  kChanSendNil,
 };
 const char* wait_reason_string(WaitReason r) noexcept;
 
@@ -139,6 +147,7 @@ struct alignas(64) P {
   M* m = nullptr;                   // holder while running
   std::uint32_t schedtick = 0;      // owner only
   RunQueue<G, 256> runq;
+  TimerHeap timers;  // its own lock
   LocalCache cache;  // owner only
 };
 
@@ -151,6 +160,7 @@ struct M {
   P* nextp = nullptr;       // a P handed over by startm; read after park wakes
   bool spinning = false;    // looking for work; counted in sched.nmspinning
   bool start_idle = false;  // created without a P (queued in midle before its thread ran)
+  bool idle_listed = false;  // in sched.midle; under sched.lock
   Note park;                // idle Ms sleep here
   M* schedlink = nullptr;   // in sched.midle; under sched.lock
   std::int64_t id = 0;
@@ -193,6 +203,10 @@ struct Sched {
   std::atomic<std::int64_t> ngoroutines_retired{0};  // counts of flushed thread caches
   std::atomic<std::uint64_t> goidgen{0};
   std::atomic<bool> started{false};
+  // The idle M that sleeps until the earliest timer (see "Timers" in proc.cpp), under lock;
+  // sleep_until is its deadline (INT64_MAX when there is none), also read without the lock.
+  M* timer_sleeper = nullptr;
+  std::atomic<std::int64_t> sleep_until{INT64_MAX};
 };
 
 extern Sched sched;
@@ -214,6 +228,13 @@ void ensure_started() noexcept;
 G* waiter() noexcept;
 void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept;
 void ready(G* gp) noexcept;
+
+// A timer was armed for `when`: wake the timer sleeper if it would sleep past it, or start an
+// M if no M is awake to see it (timer.cpp).
+void wake_timer_sleeper(std::int64_t when) noexcept;
+
+// Tries to add an M to run goroutines, if a P is idle and no M is spinning (Go's wakep).
+void wakep() noexcept;
 
 // Lets the calling goroutine run others and come back (Gosched). Plain threads sched_yield.
 void gosched() noexcept;

@@ -1,0 +1,197 @@
+// timer.cpp - runtime timers (Go's time.go, with Go 1.23's per-P locked heaps).
+//
+// What it owns: arming, disarming and running timers. Every sleeping goroutine, goro::Timer,
+// Ticker, select timeout and Context deadline is one Timer in one P's heap.
+//
+// Structure: each P has a 4-ary min-heap (TimerHeap) under its own Lock; `next` mirrors the
+// earliest deadline so that the scheduler can test "anything due?" with one atomic load and,
+// only then, one clock read. A timer records its heap and index, so stopping is O(log n)
+// under that heap's lock (no lazy deletion, no status machine).
+//
+// Who runs timers (no polling loop, no fixed tick):
+//  1. A P's own M, at every pass of find_runnable (that is, whenever a goroutine parks,
+//     yields or exits on it).
+//  2. A stealing M, for each victim it visits (a P busy with one long goroutine does not
+//     stall its timers).
+//  3. The timer sleeper: the one idle M that sleeps with a timeout until the earliest
+//     deadline of all heaps; all other idle Ms sleep without one. Arming a timer earlier than
+//     the sleeper's deadline wakes it (wake_timer_sleeper); arming one from a plain thread
+//     when no M is awake starts one (wakep), which then becomes the sleeper. See "Timers" in
+//     proc.cpp's stop path.
+//
+// Running a timer: under the heap lock, pop it (or re-arm a periodic one), set `running`,
+// unlock, call f, clear `running`. f must not block. timer_stop on a timer whose f is running
+// waits for it to finish, so the owner may free the Timer as soon as timer_stop returns.
+//
+// Lock order: a heap lock is a leaf while held; f runs with no timer lock held (it may take a
+// channel's lock, or sched.lock through ready()).
+#include "time/timer.hpp"
+
+#include <sched.h>
+
+#include "base/platform.hpp"
+#include "sched/proc.hpp"
+
+namespace goro::internal {
+
+namespace {
+
+constexpr int kArity = 4;
+
+void sift_up(TimerHeap* h, int i) {
+  Timer* x = h->t[static_cast<std::size_t>(i)];
+  while (i > 0) {
+    int parent = (i - 1) / kArity;
+    Timer* p = h->t[static_cast<std::size_t>(parent)];
+    if (p->when <= x->when) break;
+    h->t[static_cast<std::size_t>(i)] = p;
+    p->index = i;
+    i = parent;
+  }
+  h->t[static_cast<std::size_t>(i)] = x;
+  x->index = i;
+}
+
+void sift_down(TimerHeap* h, int i) {
+  int n = static_cast<int>(h->t.size());
+  Timer* x = h->t[static_cast<std::size_t>(i)];
+  for (;;) {
+    int first = i * kArity + 1;
+    if (first >= n) break;
+    int best = first;
+    for (int c = first + 1; c < first + kArity && c < n; c++) {
+      if (h->t[static_cast<std::size_t>(c)]->when < h->t[static_cast<std::size_t>(best)]->when) {
+        best = c;
+      }
+    }
+    Timer* b = h->t[static_cast<std::size_t>(best)];
+    if (b->when >= x->when) break;
+    h->t[static_cast<std::size_t>(i)] = b;
+    b->index = i;
+    i = best;
+  }
+  h->t[static_cast<std::size_t>(i)] = x;
+  x->index = i;
+}
+
+// (A') of the sleeper handshake in proc.cpp's stopm: sequentially consistent.
+void update_next(TimerHeap* h) {
+  h->next.store(h->t.empty() ? 0 : h->t[0]->when, std::memory_order_seq_cst);
+}
+
+void heap_push(TimerHeap* h, Timer* t) {
+  t->heap.store(h, std::memory_order_release);
+  h->t.push_back(t);
+  sift_up(h, static_cast<int>(h->t.size()) - 1);
+  update_next(h);
+}
+
+void heap_remove(TimerHeap* h, Timer* t) {
+  int i = t->index;
+  Timer* last = h->t.back();
+  h->t.pop_back();
+  if (last != t) {
+    h->t[static_cast<std::size_t>(i)] = last;
+    last->index = i;
+    sift_down(h, i);
+    sift_up(h, last->index);
+  }
+  t->heap.store(nullptr, std::memory_order_release);
+  t->index = -1;
+  update_next(h);
+}
+
+std::atomic<std::int64_t> armed{0};
+
+TimerHeap* heap_for_caller() {
+  M* m = getm();
+  if (m != nullptr && m->p != nullptr) return &m->p->timers;
+  int n = sched.nallp.load(std::memory_order_acquire);
+  return &sched.allp[fastrandn(static_cast<std::uint32_t>(n))]->timers;
+}
+
+}  // namespace
+
+void timer_start(Timer* t) noexcept {
+  ensure_started();
+  TimerHeap* h = heap_for_caller();
+  {
+    LockGuard hold(h->lock);
+    heap_push(h, t);
+  }
+  armed.fetch_add(1, std::memory_order_relaxed);
+  wake_timer_sleeper(t->when);
+}
+
+bool timer_stop(Timer* t) noexcept {
+  bool was_armed = false;
+  for (;;) {
+    TimerHeap* h = t->heap.load(std::memory_order_acquire);
+    if (h == nullptr) break;
+    LockGuard hold(h->lock);
+    if (t->heap.load(std::memory_order_relaxed) != h) continue;  // ran meanwhile
+    heap_remove(h, t);
+    armed.fetch_sub(1, std::memory_order_relaxed);
+    was_armed = true;
+    break;
+  }
+  // Its callback may be running right now (a one-shot that just fired, or a periodic timer,
+  // re-armed before f ran). Wait without holding a heap lock: f may arm timers itself.
+  while (t->running.load(std::memory_order_acquire) != 0) sched_yield();
+  return was_armed;
+}
+
+std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
+  std::int64_t next = h->next.load(std::memory_order_acquire);
+  if (next == 0 || next > now) return next;
+  h->lock.lock();
+  while (!h->t.empty() && h->t[0]->when <= now) {
+    Timer* t = h->t[0];
+    if (t->period > 0) {
+      // Re-arm first; a ticker that fell behind skips the ticks it missed.
+      t->when += t->period;
+      if (t->when <= now) t->when = now + t->period;
+      sift_down(h, 0);
+      update_next(h);
+    } else {
+      heap_remove(h, t);
+      armed.fetch_sub(1, std::memory_order_relaxed);
+    }
+    t->running.store(1, std::memory_order_relaxed);
+    auto f = t->f;
+    void* arg = t->arg;
+    h->lock.unlock();
+    f(arg, now);
+    // After this store the owner may free t (a timer_stop may be waiting for it).
+    t->running.store(0, std::memory_order_release);
+    h->lock.lock();
+  }
+  update_next(h);
+  next = h->next.load(std::memory_order_relaxed);
+  h->lock.unlock();
+  return next;
+}
+
+std::int64_t timers_run_all(std::int64_t now) noexcept {
+  std::int64_t earliest = 0;
+  int n = sched.nallp.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    std::int64_t next = timers_run(&sched.allp[i]->timers, now);
+    if (next != 0 && (earliest == 0 || next < earliest)) earliest = next;
+  }
+  return earliest;
+}
+
+std::int64_t timers_next_all() noexcept {
+  std::int64_t earliest = 0;
+  int n = sched.nallp.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    std::int64_t next = sched.allp[i]->timers.next.load(std::memory_order_seq_cst);
+    if (next != 0 && (earliest == 0 || next < earliest)) earliest = next;
+  }
+  return earliest;
+}
+
+std::int64_t timers_count() noexcept { return armed.load(std::memory_order_relaxed); }
+
+}  // namespace goro::internal

@@ -1,0 +1,52 @@
+// timer.hpp - runtime timers: per-P heaps, run by the scheduler. Design essay in timer.cpp.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "base/lock.hpp"
+
+namespace goro::internal {
+
+struct TimerHeap;
+
+// A timer. The owner (sleep, a goro::Timer, a select timeout, a Context deadline) embeds it and
+// keeps it alive until timer_stop() returned or the callback ran for the last time.
+struct Timer {
+  std::int64_t when = 0;    // nanotime() deadline
+  std::int64_t period = 0;  // > 0: fires again every period (a Ticker)
+  // Runs on whatever thread runs timers (an M's g0, or an M without a P): must not block,
+  // may ready goroutines and do non-blocking channel sends. `now` is the time it ran.
+  void (*f)(void* arg, std::int64_t now) = nullptr;
+  void* arg = nullptr;
+
+  // --- Written under the heap's lock; `heap` is also read without it (timer_stop).
+  std::atomic<TimerHeap*> heap{nullptr};  // the heap it is queued in, or null
+  int index = -1;                         // its position in heap->t
+  // Set while f runs (timer_stop waits for it to clear, so the owner may free the timer).
+  std::atomic<std::uint32_t> running{0};
+};
+
+// A 4-ary min-heap of timers by `when`, one per P.
+struct TimerHeap {
+  Lock lock;
+  std::vector<Timer*> t;             // under lock
+  std::atomic<std::int64_t> next{0};  // t[0]->when, or 0 when empty; read without the lock
+};
+
+// Arms t (not armed now) at t->when, on the caller's P's heap (any P's for a plain thread).
+void timer_start(Timer* t) noexcept;
+// Disarms t. Returns true if it was armed (it will not fire), false if it had fired or was
+// never armed. If its callback is running on another thread, waits for it to finish first.
+bool timer_stop(Timer* t) noexcept;
+// Runs the timers of h that are due at `now`. Returns the next deadline (0: none left).
+std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept;
+// Runs due timers of every P; returns the earliest deadline left over all Ps (0: none).
+std::int64_t timers_run_all(std::int64_t now) noexcept;
+// The earliest deadline over all Ps (0: none).
+std::int64_t timers_next_all() noexcept;
+// Counts armed timers (for stats and tests).
+std::int64_t timers_count() noexcept;
+
+}  // namespace goro::internal
