@@ -1014,6 +1014,13 @@ void demangled_type(const std::type_info* ti, RawBuf& b) {
   std::free(d);
 }
 
+std::size_t closure_heap_align(std::size_t align) { return align < 16 ? 16 : align; }
+
+void free_closure(G* gp) {
+  if (gp->closure_on_heap) ::operator delete(gp->closure, std::align_val_t{gp->closure_align});
+  gp->closure = nullptr;
+}
+
 // The first frame of every goroutine (entered from goro_trampoline).
 [[noreturn]] void goroutine_entry(void* arg) noexcept {
   auto* gp = static_cast<G*>(arg);
@@ -1039,8 +1046,7 @@ void demangled_type(const std::type_info* ti, RawBuf& b) {
     print_goroutine_header(gp, "");
     die();
   }
-  if (gp->closure_on_heap) ::operator delete(gp->closure);
-  gp->closure = nullptr;
+  free_closure(gp);
   mcall(goexit_m, /*dying=*/true);
   fatal("goexit: dead goroutine resumed");
 }
@@ -1336,16 +1342,16 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
     gp->closure = gp->closure_buf;
     gp->closure_on_heap = false;
   } else {
-    gp->closure = ::operator new (size, std::align_val_t{align < 16 ? 16 : align});
+    gp->closure = ::operator new(size, std::align_val_t{closure_heap_align(align)});
     gp->closure_on_heap = true;
+    gp->closure_align = static_cast<std::uint32_t>(closure_heap_align(align));
   }
   *closure = gp->closure;
   return gp;
 }
 
 void newproc_abort(G* gp) noexcept {
-  if (gp->closure_on_heap) ::operator delete(gp->closure);
-  gp->closure = nullptr;
+  free_closure(gp);
   LocalCache* p = local_cache();
   stack_unreserve(p, gp);
   gfput(p, gp);

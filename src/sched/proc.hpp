@@ -81,6 +81,7 @@ struct alignas(64) G {
   WaitReason waitreason = WaitReason::kNone;
   std::uint8_t stack_kind = kStackGuarded;
   bool closure_on_heap = false;
+  std::uint32_t closure_align = 0;  // alignment of a closure on the heap
   std::uint8_t migrate_tries = 0;  // chaos builds: how often it was bounced off its last M
   M* lastm = nullptr;              // chaos builds: the M it last ran on
 
