@@ -10,7 +10,8 @@
 //   jobs.close();                        // wakes every waiting receiver
 //
 // A Chan is a handle: cheap to copy (an atomic reference count), and every copy refers to the
-// same channel, so goroutines and threads share one by holding copies. Every operation works
+// same channel, so goroutines and threads share one by holding copies. Operations are const:
+// they act on the channel, not on the handle. Every operation works
 // from goroutines (which park) and plain threads (which block), and both kinds of waiter can
 // meet on one channel. Select over several channels is in <goro/select.hpp>.
 //
@@ -119,12 +120,12 @@ class Chan {
 
   /// Sends v, blocking while the channel is full (unbuffered: until a receiver takes it).
   /// Throws ChanClosed if the channel is or becomes closed; v is then not delivered.
-  void send(T v) { internal::chan_send(c_, &v, true); }
+  void send(T v) const { internal::chan_send(c_, &v, true); }
 
   /// Sends v only if that needs no waiting (a receiver is waiting, or there is buffer room).
   /// Returns whether it did; on false, v is left as it was. Throws ChanClosed if closed.
-  bool try_send(T&& v) { return internal::chan_send(c_, &v, false); }
-  bool try_send(const T& v)
+  bool try_send(T&& v) const { return internal::chan_send(c_, &v, false); }
+  bool try_send(const T& v) const
     requires std::is_copy_constructible_v<T>
   {
     T tmp(v);
@@ -133,14 +134,14 @@ class Chan {
 
   /// Receives a value, blocking while the channel is empty. Returns std::nullopt once the
   /// channel is closed and every buffered value has been received.
-  std::optional<T> recv() {
+  std::optional<T> recv() const {
     Slot s;
     return take(s, internal::chan_recv(c_, s.ptr(), true));
   }
 
   /// Receives a value only if one is ready now. Returns std::nullopt otherwise; then *closed
   /// (if given) tells whether that is because the channel is closed and drained.
-  std::optional<T> try_recv(bool* closed = nullptr) {
+  std::optional<T> try_recv(bool* closed = nullptr) const {
     Slot s;
     internal::RecvResult r = internal::chan_recv(c_, s.ptr(), false);
     if (closed != nullptr) *closed = r == internal::RecvResult::kClosed;
@@ -150,7 +151,7 @@ class Chan {
   /// Closes the channel: no more sends; waiting receivers and senders wake (receivers get
   /// std::nullopt after the buffer drains, senders throw ChanClosed). Throws ChanClosed if it
   /// is already closed, or nil.
-  void close() { internal::chan_close(c_); }
+  void close() const { internal::chan_close(c_); }
 
   /// Values buffered now (a racy snapshot, like Go's len(ch)); 0 for nil.
   std::size_t len() const noexcept { return internal::chan_len(c_); }
@@ -167,7 +168,7 @@ class Chan {
     using value_type = T;
     using difference_type = std::ptrdiff_t;
     iterator() = default;
-    explicit iterator(Chan* ch) : ch_(ch) { ++*this; }
+    explicit iterator(const Chan* ch) : ch_(ch) { ++*this; }
     T& operator*() { return *v_; }
     iterator& operator++() {
       v_ = ch_->recv();
@@ -177,11 +178,11 @@ class Chan {
     friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.v_; }
 
    private:
-    Chan* ch_ = nullptr;
+    const Chan* ch_ = nullptr;
     std::optional<T> v_;
   };
-  iterator begin() { return iterator(this); }
-  std::default_sentinel_t end() { return {}; }
+  iterator begin() const { return iterator(this); }
+  std::default_sentinel_t end() const { return {}; }
 
   /// The library's channel (for goro's own select); not for general use.
   internal::ChanCore* core() const noexcept { return c_; }

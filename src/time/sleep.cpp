@@ -17,7 +17,7 @@ namespace {
 
 struct Sleeper {
   G* g;
-  Timer t;
+  internal::Timer t;
 };
 
 void wake_sleeper(void* arg, std::int64_t) { ready(static_cast<Sleeper*>(arg)->g); }

@@ -160,10 +160,12 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
     t->running.store(1, std::memory_order_relaxed);
     auto f = t->f;
     void* arg = t->arg;
+    auto release = t->period > 0 ? nullptr : t->release;
     h->lock.unlock();
     f(arg, now);
     // After this store the owner may free t (a timer_stop may be waiting for it).
     t->running.store(0, std::memory_order_release);
+    if (release != nullptr) release(arg);
     h->lock.lock();
   }
   update_next(h);

@@ -20,6 +20,9 @@ struct Timer {
   // may ready goroutines and do non-blocking channel sends. `now` is the time it ran.
   void (*f)(void* arg, std::int64_t now) = nullptr;
   void* arg = nullptr;
+  // Optional: called after f's last run of a one-shot timer, once the timer is no longer
+  // touched, so a timer that owns itself (goro::after) can free itself there.
+  void (*release)(void* arg) = nullptr;
 
   // --- Written under the heap's lock; `heap` is also read without it (timer_stop).
   std::atomic<TimerHeap*> heap{nullptr};  // the heap it is queued in, or null
