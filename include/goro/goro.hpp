@@ -2,6 +2,7 @@
 #pragma once
 
 #include "goro/chan.hpp"     // IWYU pragma: export
+#include "goro/context.hpp"  // IWYU pragma: export
 #include "goro/go.hpp"       // IWYU pragma: export
 #include "goro/runtime.hpp"  // IWYU pragma: export
 #include "goro/select.hpp"   // IWYU pragma: export
