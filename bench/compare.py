@@ -5,10 +5,12 @@ Builds the Go peers (bench/peers/go/<workload>/main.go) into <build-dir>/bench/,
 every workload and size with its flavours interleaved (goro, go, fiber, thread, goro, go, ...
 `--runs` times), and prints, for every metric, the median, min and max of each flavour and the
 goro/peer ratio of medians. A ratio below 1 means goro is faster (time metrics) or cheaper
-(memory and thread-count metrics).
+(memory and thread-count metrics); for throughput metrics (HIGHER_IS_BETTER, e.g. mops) the
+ratio is peer/goro, so that below 1 still means goro is better.
 
 The C++ programs come from CMake (bench/CMakeLists.txt):
     <build-dir>/bench/bench_goro_<workload>, bench_fiber_<workload>, bench_thread_<workload>
+(a variant workload such as timers_busy runs its base workload's programs with other flags).
 A flavour whose program is missing is reported as "not built". Every program prints lines
 `RESULT <metric>=<value> <unit>` on stdout; each process runs under a timeout (120 s).
 
@@ -41,7 +43,8 @@ REPO_DIR = BENCH_DIR.parent
 GO_DIR = BENCH_DIR / "peers" / "go"
 
 FLAVOURS = ["goro", "go", "fiber", "thread"]
-WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park"]
+WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park", "pingpong",
+             "chan_throughput", "select4", "timers", "timers_busy", "mutex"]
 METRICS = {
     "yield": ["ns_per_switch"],
     "spawn_complete": ["ns_per_task"],
@@ -49,7 +52,16 @@ METRICS = {
     "fib": ["ms"],
     "spawn_park": ["spawn_ns_per_task", "release_ns_per_task", "rss_kib_per_task",
                    "threads_while_parked"],
+    "pingpong": ["ns_per_roundtrip"],
+    "chan_throughput": ["ns_per_op", "mops"],
+    "select4": ["ns_per_op"],
+    "timers": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
+    "timers_busy": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
+    "mutex": ["ns_per_op"],
 }
+# Metrics where more is better (throughputs): their ratio column is peer/goro instead, so that
+# every ratio reads the same way (< 1: goro better).
+HIGHER_IS_BETTER = {"mops"}
 RESULT_RE = re.compile(r"^RESULT\s+([A-Za-z0-9_]+)=(\S+)\s+(\S+)\s*$")
 
 
@@ -62,6 +74,13 @@ class Config:
     # Per-flavour flag overrides (the thread flavour of `yield` does fewer switches: a kernel
     # switch costs ~1 us, and the metric is per switch anyway).
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The programs to run, bench_<flavour>_<program>, when not the workload's own (a variant
+    # such as timers_busy runs the timers programs with other flags).
+    program: str | None = None
+
+    @property
+    def prog(self) -> str:
+        return self.program or self.workload
 
     def flavour_args(self, flavour: str) -> dict[str, int]:
         a = dict(self.args)
@@ -90,6 +109,15 @@ def configs(quick: bool) -> list[Config]:
             Config("fib", {"n": 27, "procs": 2}, ["goro", "go"]),
             Config("spawn_park", {"n": 10_000}, every),
             Config("spawn_park", {"n": 100_000}, no_thread),
+            Config("pingpong", {"n": 200_000, "procs": 1}, no_thread),
+            Config("pingpong", {"n": 200_000, "procs": 2}, ["goro", "go"]),
+            Config("chan_throughput", {"n": 2_000_000, "p": 1}, no_thread),
+            Config("chan_throughput", {"n": 2_000_000, "p": 4}, no_thread),
+            Config("select4", {"n": 1_000_000}, ["goro", "go"]),
+            Config("timers", {"n": 20_000}, ["goro", "go"]),
+            Config("timers_busy", {"n": 20_000, "busy": 2}, ["goro", "go"], program="timers"),
+            Config("mutex", {"n": 2_000_000, "procs": 1}, ["goro", "go", "thread"]),
+            Config("mutex", {"n": 2_000_000, "procs": 2}, ["goro", "go", "thread"]),
         ]
     return [
         Config("yield", {"n": 10_000_000}, every, {"thread": {"n": 2_000_000}}),
@@ -103,6 +131,18 @@ def configs(quick: bool) -> list[Config]:
         Config("spawn_park", {"n": 10_000}, every),          # threads only at 10,000
         Config("spawn_park", {"n": 100_000}, no_thread),
         Config("spawn_park", {"n": 1_000_000}, no_thread),
+        Config("pingpong", {"n": 1_000_000, "procs": 1}, no_thread),  # fiber: M:1
+        Config("pingpong", {"n": 1_000_000, "procs": 2}, ["goro", "go"]),
+        # GOMAXPROCS = all CPUs for goro and Go; Boost.Fiber on one thread.
+        Config("chan_throughput", {"n": 10_000_000, "p": 1}, no_thread),
+        Config("chan_throughput", {"n": 10_000_000, "p": 4}, no_thread),
+        Config("select4", {"n": 4_000_000}, ["goro", "go"]),             # unbuffered
+        Config("select4", {"n": 4_000_000, "cap": 64}, ["goro", "go"]),  # buffered
+        Config("timers", {"n": 100_000}, ["goro", "go"]),
+        Config("timers_busy", {"n": 100_000, "busy": 2}, ["goro", "go"], program="timers"),
+        # 10,000,000 rather than the programs' default 1,000,000: ~10-20 ms is too short to time.
+        Config("mutex", {"n": 10_000_000, "procs": 1}, ["goro", "go", "thread"]),
+        Config("mutex", {"n": 10_000_000, "procs": 2}, ["goro", "go", "thread"]),
     ]
 
 
@@ -232,9 +272,9 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
         if f not in cfg.flavours:
             flav[f] = {"status": "n/a"}
             continue
-        path = binary(build_dir, f, cfg.workload)
+        path = binary(build_dir, f, cfg.prog)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            why = go_errors.get(cfg.workload) if f == "go" else None
+            why = go_errors.get(cfg.prog) if f == "go" else None
             flav[f] = {"status": "not built", "binary": str(path)}
             if why:
                 flav[f]["error"] = why
@@ -275,9 +315,11 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
             g, p = goro_m.get(m), peer_m.get(m)
             if f not in cfg.flavours:
                 continue
-            ratios[m][f] = (g["median"] / p["median"]
-                            if g is not None and p is not None and p["median"] != 0 else None)
-    return {"workload": cfg.workload, "label": cfg.label, "args": cfg.args,
+            num, den = (p, g) if m in HIGHER_IS_BETTER else (g, p)
+            ratios[m][f] = (num["median"] / den["median"]
+                            if num is not None and den is not None and den["median"] != 0
+                            else None)
+    return {"workload": cfg.workload, "program": cfg.prog, "label": cfg.label, "args": cfg.args,
             "overrides": cfg.overrides, "flavours": flav, "ratios": ratios}
 
 
@@ -300,7 +342,8 @@ def print_config(rec: dict, runs: int) -> None:
                 if mm:
                     unit = mm["unit"]
                     break
-            head = f"{m} [{unit}]" if first and unit else (m if first else "")
+            name = f"{m} (ratio peer/goro)" if m in HIGHER_IS_BETTER else m
+            head = f"{name} [{unit}]" if first and unit else (name if first else "")
             first = False
             if fr["status"] != "ok":
                 text = fr["status"]
@@ -347,7 +390,8 @@ def print_summary(records: list[dict]) -> None:
                     cells.append(f"goro {gst}" if gst != "ok" else (st if st != "ok" else "-"))
                 else:
                     cells.append(f"{by_peer[f]:.2f}")
-            print(f"   {rec['label']:<40} {m:<22} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}")
+            name = f"{m} (peer/goro)" if m in HIGHER_IS_BETTER else m
+            print(f"   {rec['label']:<40} {name:<22} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}")
 
 
 def host_info(go: str) -> dict:
@@ -413,7 +457,7 @@ def main() -> int:
     go_errors: dict[str, str] = {}
     if not opts.no_go_build:
         log(f"compare.py: building the Go programs into {build_dir / 'bench'}")
-        go_errors = build_go(build_dir, sorted({c.workload for c in cfgs}), opts.go)
+        go_errors = build_go(build_dir, sorted({c.prog for c in cfgs}), opts.go)
 
     info = host_info(opts.go)
     print(f"goro vs Go / Boost.Fiber (M:1) / std::thread -- {info.get('cpu_model', '?')}, "
@@ -433,7 +477,8 @@ def main() -> int:
 
     if opts.json:
         doc = {"meta": dict(info, runs=runs, quick=opts.quick, build_dir=str(build_dir),
-                            timeout_s=opts.timeout),
+                            timeout_s=opts.timeout,
+                            peer_over_goro_metrics=sorted(HIGHER_IS_BETTER)),
                "results": records}
         Path(opts.json).write_text(json.dumps(doc, indent=2) + "\n")
         log(f"compare.py: wrote {opts.json}")
