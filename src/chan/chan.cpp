@@ -36,8 +36,8 @@
 //     case that fired.
 //
 // Threads: any thread may run any operation; waiters are goroutines or plain threads through
-// park/ready. Lock order: channel locks (by address) ▸ sched.lock (ready, after unlocking,
-// except nothing); timer callbacks take no channel lock.
+// park/ready. Lock order: channel locks (by address) ▸ a timer heap's lock (select arms its
+// timer before unlocking) ▸ sched.lock (ready). Timer callbacks run with no timer lock held.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -339,10 +339,13 @@ void unlock_all(ChanCore** locks, int n) {
   for (int i = n - 1; i >= 0; i--) locks[i]->lock.unlock();
 }
 
+// Park's unlock function. The timer is armed before the channels are unlocked: once they are,
+// a waker may complete a case and the select may return (and its frame, which holds the
+// timer, die) before this function would get to the timer.
 bool select_unlock(G*, void* arg) {
   auto* sp = static_cast<SelectPark*>(arg);
-  unlock_all(sp->locks, sp->nlocks);
   if (sp->timer != nullptr) timer_start(sp->timer);
+  unlock_all(sp->locks, sp->nlocks);
   return true;
 }
 

@@ -459,7 +459,7 @@ bool newm(P* p, bool spinning, int* err) {
     *err = ENOMEM;
     return false;
   }
-  m->nextp = p;
+  m->nextp.store(p, std::memory_order_relaxed);
   m->spinning = spinning;
   m->start_idle = p == nullptr;
   {
@@ -495,7 +495,7 @@ bool newm(P* p, bool spinning, int* err) {
       } else {
         // A startm already took it and handed it a P; the thread will never run. Give the P
         // back. (Rare: only when thread creation fails.)
-        if (m->nextp != nullptr) pidleput(m->nextp);
+        if (P* np = m->nextp.load(std::memory_order_relaxed)) pidleput(np);
         if (m->spinning) sched.nmspinning.fetch_sub(1);
       }
     }
@@ -537,8 +537,18 @@ void startm(P* p, bool spinning) {
     return;
   }
   nm->spinning = spinning;
-  nm->nextp = p;
+  nm->nextp.store(p, std::memory_order_relaxed);
   nm->park.wakeup();
+}
+
+// Sleeps on m's note until startm has handed it a P, and takes it. A wake-up can be stale (the
+// timer sleeper's, see stopm), so it is not proof that nextp is there yet.
+P* wait_nextp(M* m) {
+  for (;;) {
+    m->park.sleep();
+    m->park.clear();
+    if (P* p = m->nextp.exchange(nullptr, std::memory_order_acquire)) return p;
+  }
 }
 
 // Parks m until startm hands it a P, and returns true with the P acquired. The first M to
@@ -589,10 +599,7 @@ bool stopm(M* m) {
     }
     // A startm took us from midle; its wake-up (and m->nextp) is on its way.
   }
-  m->park.sleep();
-  m->park.clear();
-  acquirep(m, m->nextp);
-  m->nextp = nullptr;
+  acquirep(m, wait_nextp(m));
   return true;
 }
 
@@ -951,14 +958,8 @@ void init_m_thread(M* m) {
 void* mstart(void* arg) {
   auto* m = static_cast<M*>(arg);
   init_m_thread(m);
-  if (m->start_idle) {
-    // Started idle (queued in midle by newm): wait for startm's P. It may already be there,
-    // with the note set; sleep() then returns at once and clear() consumes the wake-up.
-    m->park.sleep();
-    m->park.clear();
-  }
-  acquirep(m, m->nextp);
-  m->nextp = nullptr;
+  // Started idle (queued in midle by newm): wait for startm's P.
+  acquirep(m, m->start_idle ? wait_nextp(m) : m->nextp.exchange(nullptr));
   schedule_loop(m);
 }
 
@@ -984,6 +985,14 @@ G* park_m(M* m, G* gp) {
 
 G* yield_m(M* m, G* gp) {
   gp->status.store(kGRunnable, std::memory_order_relaxed);
+  if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
+    // Work waits in the global queue: queue behind it (Go's Gosched always does). Otherwise a
+    // goroutine that yields in a loop would keep its P to itself and its queue-mate, and the
+    // global queue would get only the 1-in-61-ticks fairness share.
+    LockGuard hold(sched.lock);
+    globrunqput(gp);
+    return nullptr;
+  }
   runqput(m->p, gp, false);
   return nullptr;
 }

@@ -158,7 +158,9 @@ struct M {
   void* g0_sp = nullptr;    // the g0 context's saved stack pointer while a goroutine runs
   G* curg = nullptr;        // the goroutine running on it; written only by this M
   P* p = nullptr;           // the P it holds; written by this M (or before it starts)
-  P* nextp = nullptr;       // a P handed over by startm; read after park wakes
+  // A P handed over by startm (written before its park.wakeup(), read after park wakes; a
+  // stale wake-up can come first, so the reader waits until it is non-null).
+  std::atomic<P*> nextp{nullptr};
   bool spinning = false;    // looking for work; counted in sched.nmspinning
   bool start_idle = false;  // created without a P (queued in midle before its thread ran)
   bool idle_listed = false;  // in sched.midle; under sched.lock

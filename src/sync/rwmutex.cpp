@@ -19,10 +19,11 @@
 //
 // Invariants: reader_count_ >= 0 exactly when no writer is pending or active, and then it is
 // the number of readers inside; while a writer is pending or active, reader_count_ +
-// kMaxReaders counts the readers still inside plus those queued behind it. The r readers counted at step 2 of lock each
-// decrement reader_wait_ once (they see a negative count at unlock_shared), and the writer
-// adds r once, so exactly one of them sees zero: no lost wake-up, whichever comes first. All
-// of it is read-modify-writes on two words, totally ordered per word, so acq_rel suffices.
+// kMaxReaders counts the readers still inside plus those queued behind it. The r readers
+// counted at step 2 of lock each decrement reader_wait_ once (they see a negative count at
+// unlock_shared), and the writer adds r once, so exactly one of them sees zero: no lost
+// wake-up, whichever comes first. All of it is read-modify-writes on two words, totally
+// ordered per word, so acq_rel suffices.
 #include "goro/rwmutex.hpp"
 
 #include "base/raw_log.hpp"

@@ -55,6 +55,9 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
   s.t.f = wake_sleeper;
   s.t.arg = &s;
   park(arm_sleep_timer, &s, WaitReason::kSleep);
+  // The timer thread readied us from inside the callback and may still be finishing with the
+  // Timer, which lives in this frame: wait until it has let go before the frame dies.
+  timer_stop(&s.t);
 }
 
 }  // namespace goro

@@ -7,6 +7,7 @@
 // value from before the call is received after it returns.
 #include <stdexcept>
 
+#include "base/lock.hpp"
 #include "goro/time.hpp"
 #include "sched/proc.hpp"
 #include "time/timer.hpp"
@@ -14,6 +15,7 @@
 namespace goro::internal {
 
 struct TimerChan {
+  Lock mu;  // serializes stop/reset/free (the timer may be armed only once at a time)
   Timer t;
   Chan<std::chrono::steady_clock::time_point> c;
 };
@@ -61,12 +63,14 @@ void timerchan_after(std::int64_t when, Chan<std::chrono::steady_clock::time_poi
 
 bool timerchan_stop(TimerChan* tc) noexcept {
   if (tc == nullptr) return false;
+  LockGuard hold(tc->mu);
   bool was = timer_stop(&tc->t);
   drain(tc);
   return was;
 }
 
 bool timerchan_reset(TimerChan* tc, std::int64_t when, std::int64_t period) noexcept {
+  LockGuard hold(tc->mu);
   bool was = timer_stop(&tc->t);
   drain(tc);
   tc->t.when = when;
@@ -77,7 +81,10 @@ bool timerchan_reset(TimerChan* tc, std::int64_t when, std::int64_t period) noex
 
 void timerchan_free(TimerChan* tc) noexcept {
   if (tc == nullptr) return;
-  timer_stop(&tc->t);
+  {
+    LockGuard hold(tc->mu);
+    timer_stop(&tc->t);
+  }
   delete tc;
 }
 
