@@ -14,11 +14,20 @@ The C++ programs come from CMake (bench/CMakeLists.txt):
 A flavour whose program is missing is reported as "not built". Every program prints lines
 `RESULT <metric>=<value> <unit>` on stdout; each process runs under a timeout (120 s).
 
+Workloads in NOT_IMPLEMENTED (echo, preempt, handoff) have no goro side yet: they are listed
+and reported as "not yet", never with a number. After the workloads, the Google Benchmark
+micro-benchmarks (<build-dir>/bench/micro/goro_micro) run once (--no-micro skips them).
+
     python3 bench/compare.py                      # all workloads and sizes, 5 runs each
     python3 bench/compare.py --quick              # fewer sizes, 3 runs
     python3 bench/compare.py --only yield,fib --json results.json
+    python3 bench/compare.py --report docs/benchmarks.md   # + Markdown report and chart
 
-Standard library only.
+--report PATH writes a Markdown report (machine, toolchain, command, one table per workload,
+the micro-benchmarks) and its chart of goro/peer ratios next to it as benchmarks.svg.
+
+Standard library only, except the chart: matplotlib (Debian's python3-matplotlib, run with
+/usr/bin/python3 when this interpreter lacks it), else gnuplot, else the report says "no chart".
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -44,7 +54,16 @@ GO_DIR = BENCH_DIR / "peers" / "go"
 
 FLAVOURS = ["goro", "go", "fiber", "thread"]
 WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park", "pingpong",
-             "chan_throughput", "select4", "timers", "timers_busy", "mutex"]
+             "chan_throughput", "select4", "timers", "timers_busy", "mutex",
+             "echo", "preempt", "handoff"]
+# Workloads whose goro side does not exist yet: they keep their place in the tables and are
+# printed and reported as "not yet", never with a number (nothing is built or run for them).
+NOT_IMPLEMENTED = {
+    "echo": "TCP echo: needs the I/O issue (netpoller)",
+    "preempt": "tight-loop starvation latency: needs the preemption issue",
+    "handoff": "work during a blocking syscall: needs the I/O issue (syscall handoff)",
+}
+NOT_YET = "not yet"
 METRICS = {
     "yield": ["ns_per_switch"],
     "spawn_complete": ["ns_per_task"],
@@ -58,6 +77,16 @@ METRICS = {
     "timers": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
     "timers_busy": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
     "mutex": ["ns_per_op"],
+    "echo": ["us_per_roundtrip"],
+    "preempt": ["p99_latency_us"],
+    "handoff": ["ms"],
+}
+# The metric(s) of each workload that the report's chart shows (default: the first one).
+CHART_METRICS = {
+    "spawn_park": ["spawn_ns_per_task", "rss_kib_per_task"],
+    "chan_throughput": ["ns_per_op"],
+    "timers": ["p99_lateness_us"],
+    "timers_busy": ["p99_lateness_us"],
 }
 # Metrics where more is better (throughputs): their ratio column is peer/goro instead, so that
 # every ratio reads the same way (< 1: goro better).
@@ -99,10 +128,17 @@ class Config:
 def configs(quick: bool) -> list[Config]:
     every = ["goro", "go", "fiber", "thread"]
     no_thread = ["goro", "go", "fiber"]
+    # Not implemented yet (NOT_IMPLEMENTED): reported as "not yet", nothing is run.
+    planned = [
+        Config("echo", {"conns": 64}, ["goro", "go"]),
+        Config("preempt", {"procs": 1}, ["goro", "go"]),
+        Config("handoff", {"procs": 2}, ["goro", "go"]),
+    ]
     if quick:
         return [
-            Config("yield", {"n": 2_000_000}, every, {"thread": {"n": 1_000_000}}),
-            Config("spawn_complete", {"n": 200_000, "procs": 1}, no_thread),
+            Config("yield", {"n": 2_000_000}, every, {"thread": {"n": 200_000}}),
+            Config("spawn_complete", {"n": 200_000, "procs": 1}, no_thread,
+                   {"fiber": {"n": 50_000}}),
             Config("spawn_complete", {"n": 200_000, "procs": 2}, ["goro", "go"]),
             Config("spawn_run", {"n": 10_000}, every),
             Config("fib", {"n": 27, "procs": 1}, no_thread),
@@ -118,19 +154,23 @@ def configs(quick: bool) -> list[Config]:
             Config("timers_busy", {"n": 20_000, "busy": 2}, ["goro", "go"], program="timers"),
             Config("mutex", {"n": 2_000_000, "procs": 1}, ["goro", "go", "thread"]),
             Config("mutex", {"n": 2_000_000, "procs": 2}, ["goro", "go", "thread"]),
-        ]
+        ] + planned
     return [
-        Config("yield", {"n": 10_000_000}, every, {"thread": {"n": 2_000_000}}),
-        Config("spawn_complete", {"n": 1_000_000, "procs": 1}, no_thread),
+        # The thread flavour (a kernel switch costs ~1 us, several on a loaded machine) and
+        # Boost.Fiber's spawns (~10-30 us each: a stack is mapped per fiber) run fewer
+        # iterations, so that the full suite stays under 15 minutes; the metrics are per item.
+        Config("yield", {"n": 10_000_000}, every, {"thread": {"n": 500_000}}),
+        Config("spawn_complete", {"n": 1_000_000, "procs": 1}, no_thread,
+               {"fiber": {"n": 100_000}}),
         Config("spawn_complete", {"n": 1_000_000, "procs": 2}, ["goro", "go"]),
         Config("spawn_complete", {"n": 10_000}, ["goro", "go", "thread"]),
         Config("spawn_run", {"n": 10_000}, every),
-        Config("spawn_run", {"n": 1_000_000}, no_thread),
+        Config("spawn_run", {"n": 1_000_000}, no_thread, {"fiber": {"n": 100_000}}),
         Config("fib", {"n": 27, "procs": 1}, no_thread),     # Boost.Fiber is M:1 here
         Config("fib", {"n": 27, "procs": 2}, ["goro", "go"]),
         Config("spawn_park", {"n": 10_000}, every),          # threads only at 10,000
         Config("spawn_park", {"n": 100_000}, no_thread),
-        Config("spawn_park", {"n": 1_000_000}, no_thread),
+        Config("spawn_park", {"n": 1_000_000}, ["goro", "go"]),  # fiber up to 100,000
         Config("pingpong", {"n": 1_000_000, "procs": 1}, no_thread),  # fiber: M:1
         Config("pingpong", {"n": 1_000_000, "procs": 2}, ["goro", "go"]),
         # GOMAXPROCS = all CPUs for goro and Go; Boost.Fiber on one thread.
@@ -143,7 +183,7 @@ def configs(quick: bool) -> list[Config]:
         # 10,000,000 rather than the programs' default 1,000,000: ~10-20 ms is too short to time.
         Config("mutex", {"n": 10_000_000, "procs": 1}, ["goro", "go", "thread"]),
         Config("mutex", {"n": 10_000_000, "procs": 2}, ["goro", "go", "thread"]),
-    ]
+    ] + planned
 
 
 def binary(build_dir: Path, flavour: str, workload: str) -> Path:
@@ -245,7 +285,7 @@ def run_once(path: Path, args: dict[str, int], timeout: float) -> Run:
 
 def fmt_num(v: float) -> str:
     a = abs(v)
-    if a >= 10000:
+    if a >= 1000:
         return f"{v:,.0f}"
     if a >= 100:
         return f"{v:.1f}"
@@ -267,6 +307,14 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
                go_errors: dict[str, str]) -> dict:
     """Runs one config's flavours interleaved; returns its JSON-ready record."""
     flav: dict[str, dict] = {}
+    if cfg.workload in NOT_IMPLEMENTED:
+        for f in FLAVOURS:
+            flav[f] = {"status": NOT_YET if f in cfg.flavours else "n/a"}
+        return {"workload": cfg.workload, "program": cfg.prog, "label": cfg.label,
+                "args": cfg.args, "overrides": cfg.overrides, "flavours": flav,
+                "ratios": {m: {f: None for f in FLAVOURS[1:] if f in cfg.flavours}
+                           for m in METRICS[cfg.workload]},
+                "not_implemented": NOT_IMPLEMENTED[cfg.workload]}
     present: list[str] = []
     for f in FLAVOURS:
         if f not in cfg.flavours:
@@ -326,6 +374,9 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
 def print_config(rec: dict, runs: int) -> None:
     wl = rec["workload"]
     print()
+    if rec.get("not_implemented"):
+        print(f"== {rec['label']}  -- {NOT_YET}: {rec['not_implemented']}")
+        return
     print(f"== {rec['label']}  ({runs} runs, interleaved)")
     print(f"   {'metric':<30} {'flavour':<7} {'median':>12} {'min':>12} {'max':>12}"
           f"  {'goro/peer':>9}")
@@ -384,6 +435,8 @@ def print_summary(records: list[dict]) -> None:
             for f in FLAVOURS[1:]:
                 if f not in by_peer:
                     cells.append("")
+                elif rec.get("not_implemented"):
+                    cells.append(NOT_YET)
                 elif by_peer[f] is None:
                     st = rec["flavours"][f]["status"]
                     gst = rec["flavours"]["goro"]["status"]
@@ -410,6 +463,22 @@ def host_info(go: str) -> dict:
                     break
     except OSError:
         pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    info["mem_gib"] = round(int(line.split()[1]) / (1024 * 1024), 1)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        info["glibc"] = os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError):
+        info["glibc"] = " ".join(platform.libc_ver())
+    try:
+        info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
     if shutil.which(go):
         try:
             info["go_version"] = subprocess.run([go, "version"], capture_output=True, text=True,
@@ -417,6 +486,400 @@ def host_info(go: str) -> dict:
         except (OSError, subprocess.TimeoutExpired):
             pass
     return info
+
+
+def cmake_cache(build_dir: Path) -> dict[str, str]:
+    cache: dict[str, str] = {}
+    try:
+        for line in (build_dir / "CMakeCache.txt").read_text(errors="replace").splitlines():
+            m = re.match(r"^([A-Za-z0-9_.-]+):[A-Z]+=(.*)$", line)
+            if m:
+                cache[m.group(1)] = m.group(2)
+    except OSError:
+        pass
+    return cache
+
+
+def toolchain_info(build_dir: Path) -> dict:
+    """The C++ compiler, build type and Boost version the build directory was configured with."""
+    cache = cmake_cache(build_dir)
+    info: dict[str, str] = {}
+    cxx = cache.get("CMAKE_CXX_COMPILER") or shutil.which("c++") or "c++"
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+        first = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+        info["cxx"] = f"{first} ({cxx})" if first else cxx
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        info["cxx"] = cxx
+    if cache.get("CMAKE_BUILD_TYPE"):
+        info["build_type"] = cache["CMAKE_BUILD_TYPE"]
+    inc = Path(cache.get("Boost_INCLUDE_DIR") or "/usr/include")
+    try:
+        m = re.search(r"#define\s+BOOST_VERSION\s+(\d+)",
+                      (inc / "boost" / "version.hpp").read_text())
+        if m:
+            v = int(m.group(1))
+            info["boost"] = f"{v // 100000}.{v // 100 % 1000}.{v % 100}"
+    except OSError:
+        pass
+    return info
+
+
+def run_micro(build_dir: Path, timeout: float) -> dict:
+    """Runs the Google Benchmark micro-benchmarks once; returns {"status", "benchmarks"...}."""
+    path = build_dir / "bench" / "micro" / "goro_micro"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return {"status": "not built", "binary": str(path)}
+    cmd = [str(path), "--benchmark_min_time=0.1", "--benchmark_format=json"]
+    log(f"compare.py: {' '.join(cmd)}")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=child_env(), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "binary": str(path), "error": f"timed out after {timeout:g} s"}
+    except OSError as e:
+        return {"status": "failed", "binary": str(path), "error": f"cannot run: {e}"}
+    try:
+        doc = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        tail = "\n".join(p.stderr.strip().splitlines()[-5:])
+        return {"status": "failed", "binary": str(path),
+                "error": f"exit status {p.returncode}, no JSON" + (f": {tail}" if tail else "")}
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+    rows = []
+    for b in doc.get("benchmarks", []):
+        if b.get("run_type", "iteration") != "iteration" or "real_time" not in b:
+            continue
+        k = scale.get(b.get("time_unit", "ns"), 1.0)
+        rows.append({"name": b["name"], "ns_per_iter": b["real_time"] * k,
+                     "cpu_ns_per_iter": b.get("cpu_time", 0.0) * k,
+                     "iterations": b.get("iterations")})
+    rec = {"status": "ok" if p.returncode == 0 else "failed", "binary": str(path),
+           "command": " ".join(cmd), "benchmarks": rows}
+    if p.returncode != 0:
+        rec["error"] = f"exit status {p.returncode}"
+    return rec
+
+
+def print_micro(micro: dict) -> None:
+    print()
+    print("== runtime internals (Google Benchmark, bench/micro, one run, min time 0.1 s)")
+    if micro["status"] != "ok" and not micro.get("benchmarks"):
+        print(f"   {micro['status']}" + (f": {micro['error']}" if micro.get("error") else ""))
+        return
+    print(f"   {'benchmark':<40} {'ns/iter':>12} {'cpu ns/iter':>12} {'iterations':>12}")
+    for b in micro["benchmarks"]:
+        print(f"   {b['name']:<40} {fmt_num(b['ns_per_iter']):>12}"
+              f" {fmt_num(b['cpu_ns_per_iter']):>12} {b['iterations'] or '':>12}")
+    if micro.get("error"):
+        print(f"   ! {micro['error']}")
+
+
+# ---------------------------------------------------------------------------- report + chart
+
+def chart_rows(records: list[dict]) -> list[tuple[str, dict[str, float | None], bool]]:
+    """(label, {peer: ratio}, not_yet) for the chart, top to bottom."""
+    rows = []
+    for rec in records:
+        wl = rec["workload"]
+        metrics = CHART_METRICS.get(wl, METRICS[wl][:1])
+        for m in metrics:
+            if m not in rec["ratios"]:
+                continue
+            label = rec["label"] + (f"  [{m}]" if len(metrics) > 1 or m != METRICS[wl][0]
+                                    else "")
+            rows.append((label, dict(rec["ratios"][m]), bool(rec.get("not_implemented"))))
+    return rows
+
+
+PEER_COLOURS = {"go": "#00add8", "fiber": "#e07b39", "thread": "#7f7f7f"}
+
+
+def chart_matplotlib(rows, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = FLAVOURS[1:]
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(11, 0.34 * n + 1.8))
+    h = 0.8 / len(peers)
+    vals = [r for _, by, _ in rows for r in by.values() if r]
+    lo = min(vals + [0.5]) / 1.6
+    hi = max(vals + [2.0]) * 1.6
+    for j, f in enumerate(peers):
+        ys, widths = [], []
+        for i, (_, by, _) in enumerate(rows):
+            r = by.get(f)
+            if r:
+                ys.append(i - 0.4 + h * (j + 0.5))
+                widths.append(r - 1.0)
+                ax.text(r, ys[-1], f" {r:.2f} " if r >= 0.01 else f" {r:.1g} ", va="center",
+                        ha="left" if r >= 1 else "right", fontsize=6)
+        # Bars grow from 1.0: to the left (< 1) goro is better, to the right the peer is.
+        ax.barh(ys, widths, left=1.0, height=h * 0.9, color=PEER_COLOURS[f],
+                label=f"goro / {f}" if f != "fiber" else "goro / Boost.Fiber")
+    for i, (_, by, not_yet) in enumerate(rows):
+        if not_yet:
+            ax.text(1.0, i, "  not yet", va="center", ha="left", fontsize=8, style="italic",
+                    color="#555555")
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([lbl for lbl, _, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.grid(axis="x", which="both", linestyle=":", linewidth=0.5, color="#bbbbbb")
+    ax.set_xlabel("goro / peer, ratio of medians (log scale; < 1: goro better; "
+                  "throughputs: peer / goro)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.text(0.0, 1.005, "← goro better", transform=ax.transAxes, fontsize=8,
+            ha="left", va="bottom")
+    ax.text(1.0, 1.005, "peer better →", transform=ax.transAxes, fontsize=8,
+            ha="right", va="bottom")
+    fig.tight_layout()
+    fig.savefig(path, format=path.suffix.lstrip(".") or "svg")
+    plt.close(fig)
+
+
+def chart_gnuplot(rows, path: Path, title: str, gnuplot: str) -> None:
+    import tempfile
+    peers = FLAVOURS[1:]
+    n = len(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "ratios.dat"
+        lines = []
+        for i, (label, by, _) in enumerate(rows):
+            cells = [f"{by[f]:.6g}" if by.get(f) else "NaN" for f in peers]
+            lines.append(f"{i} " + " ".join(cells) + ' "' + label.replace('"', "'") + '"')
+        data.write_text("\n".join(lines) + "\n")
+        h = 0.8 / len(peers)
+        plots = []
+        for j, f in enumerate(peers):
+            off = -0.4 + h * (j + 0.5)
+            # boxxyerror: x, y, xlow, xhigh, ylow, yhigh; the bar spans 1.0 .. ratio.
+            plots.append(f"'{data}' using (${j + 2}):($1+{off}):(1.0<$ {j + 2}?1.0:$ {j + 2})"
+                         f":(1.0<$ {j + 2}?$ {j + 2}:1.0):($1+{off - h * 0.45})"
+                         f":($1+{off + h * 0.45}) with boxxyerror fill solid "
+                         f"lc rgb '{PEER_COLOURS[f]}' title 'goro / {f}'")
+        plots[0] += f", '{data}' using (1.0):1:ytic(5) with points ps 0 notitle"
+        script = "\n".join([
+            f"set terminal svg size 1000,{int(26 * n + 140)} dynamic noenhanced font 'sans,10'",
+            f"set output '{path}'",
+            "set title '" + title.replace("'", "") + "'",
+            "set logscale x", "set grid x",
+            f"set yrange [{n - 0.5}:-0.5]",
+            "set xlabel 'goro / peer, ratio of medians (log scale; < 1: goro better)'",
+            "set arrow from 1,graph 0 to 1,graph 1 nohead lw 1.5 lc rgb 'black'",
+            "set key bottom right",
+            "plot " + ", ".join(plots).replace("$ ", "$"),
+        ])
+        sf = Path(tmp) / "chart.gp"
+        sf.write_text(script + "\n")
+        p = subprocess.run([gnuplot, str(sf)], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr.strip() or f"gnuplot exit status {p.returncode}")
+
+
+def write_chart(records: list[dict], path: Path, title: str) -> str:
+    """Draws the ratio chart to `path`; returns how ("matplotlib", "gnuplot") or raises."""
+    rows = chart_rows(records)
+    try:
+        chart_matplotlib(rows, path, title)
+        return "matplotlib"
+    except ImportError:
+        pass
+    # This interpreter (a virtualenv, pyenv...) may not see Debian's python3-matplotlib: let
+    # the system's python3 draw it.
+    for py in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if not os.access(py, os.X_OK) or os.path.realpath(py) == os.path.realpath(sys.executable):
+            continue
+        if subprocess.run([py, "-c", "import matplotlib"], capture_output=True,
+                          timeout=60).returncode != 0:
+            continue
+        p = subprocess.run([py, str(Path(__file__).resolve()), "--draw-chart", str(path)],
+                           input=json.dumps({"rows": rows, "title": title}), text=True,
+                           capture_output=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"{py} could not draw the chart: "
+                               + (p.stderr.strip().splitlines() or ["?"])[-1])
+        return f"matplotlib, {py}"
+    gnuplot = shutil.which("gnuplot")
+    if gnuplot:
+        chart_gnuplot(rows, path, title, gnuplot)
+        return "gnuplot"
+    raise RuntimeError("neither matplotlib (python3-matplotlib) nor gnuplot is installed")
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def md_cell(fr: dict, m: str) -> str:
+    st = fr["status"]
+    if st == "n/a":
+        return ""
+    if st != "ok":
+        return st
+    s = fr.get("metrics", {}).get(m)
+    if s is None:
+        return "missing"
+    if s["min"] == s["max"]:
+        return fmt_num(s["median"])
+    return f"{fmt_num(s['median'])} ({fmt_num(s['min'])}–{fmt_num(s['max'])})"
+
+
+def write_report(path: Path, records: list[dict], micro: dict | None, meta: dict,
+                 command: str) -> None:
+    chart_path = path.with_name("benchmarks.svg")
+    title = (f"goro / peer ({meta.get('cpu_model', '?')}, {meta.get('cpus_allowed', '?')} CPUs, "
+             f"{'quick' if meta.get('quick') else 'full'} suite, {meta['date'][:10]})")
+    try:
+        how = write_chart(records, chart_path, title)
+        chart_md = (f"![goro/peer ratios per workload]({chart_path.name})\n\n"
+                    f"Chart: {chart_path.name} ({how}). Bars grow from 1.0: to the left goro "
+                    "is better, to the right the peer. One bar per peer for the main metric of "
+                    "each configuration (both spawn and memory for `spawn_park`, p99 lateness "
+                    "for the timers); throughputs are plotted as peer/goro.")
+        log(f"compare.py: wrote {chart_path} ({how})")
+    except Exception as e:  # noqa: BLE001 - a chart must never cost the report
+        chart_md = f"no chart ({e})"
+        log(f"compare.py: no chart: {e}")
+
+    la0, la1 = meta.get("loadavg_start"), meta.get("loadavg_end")
+    fmt_la = (lambda la: " / ".join(f"{x:.2f}" for x in la) if la else "?")
+    out: list[str] = []
+    w = out.append
+    w("# goro benchmarks")
+    w("")
+    w("goro side by side with Go, Boost.Fiber (M:1) and std::thread, generated by "
+      "`bench/compare.py` (see [bench/README.md](../bench/README.md) for what every workload "
+      "does and where the flavours differ). Do not edit by hand: rerun the command below.")
+    w("")
+    w("## Machine and toolchain")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w(f"| CPU | {meta.get('cpu_model', '?')} |")
+    cores = meta.get("cpus")
+    allowed = meta.get("cpus_allowed")
+    w(f"| cores | {cores}" + (f" ({allowed} allowed to this process)"
+                              if allowed is not None and allowed != cores else "") + " |")
+    w(f"| memory | {meta.get('mem_gib', '?')} GiB |")
+    w(f"| kernel | Linux {meta.get('kernel', '?')} |")
+    w(f"| glibc | {meta.get('glibc', '?')} |")
+    w(f"| C++ compiler | {md_escape(meta.get('cxx', '?'))}, build type "
+      f"{meta.get('build_type', '?')} (bench programs at -O2) |")
+    w(f"| Go | {meta.get('go_version', 'not found')} |")
+    w(f"| Boost (Boost.Fiber) | {meta.get('boost', 'not found')} |")
+    w(f"| date | {meta['date']} |")
+    w(f"| load average (1/5/15 min) | start {fmt_la(la0)}; end {fmt_la(la1)} "
+      f"({meta.get('cpus', '?')} cores) |")
+    w(f"| wall time | {meta.get('wall_s', 0):.0f} s |")
+    w("")
+    w("Command (from the repository root):")
+    w("")
+    w("```sh")
+    w(command)
+    w("```")
+    w("")
+    busy = la0 and cores and max(la0[0], (la1 or la0)[0]) > cores
+    if busy:
+        w(f"**The machine was shared**: the load average exceeded its {cores} cores while the "
+          "suite ran, so absolute numbers are pessimistic and noisy (min-max ranges show how "
+          "much); goro and its peers were interleaved run by run, so the ratios are "
+          "fairer than the absolute values.")
+        w("")
+    w(f"Every cell is the median of {meta['runs']} runs with (min–max); the ratio "
+      "columns are goro/peer ratios of medians: **< 1 means goro is faster or cheaper**. For "
+      "throughputs (" + ", ".join(f"`{m}`" for m in sorted(HIGHER_IS_BETTER)) + ") the ratio "
+      "is peer/goro, so < 1 still means goro is better. *not built*: the program is missing; "
+      "*failed*: every run failed or timed out; *not yet*: goro's side of the workload does "
+      "not exist yet.")
+    w("")
+    w("## Overview")
+    w("")
+    w(chart_md)
+    w("")
+    w("## Results per workload")
+    by_wl: dict[str, list[dict]] = {}
+    for rec in records:
+        by_wl.setdefault(rec["workload"], []).append(rec)
+    for wl in [x for x in WORKLOADS if x in by_wl]:
+        recs = by_wl[wl]
+        w("")
+        w(f"### `{wl}`")
+        w("")
+        if wl in NOT_IMPLEMENTED:
+            w(f"*{NOT_YET}*: {NOT_IMPLEMENTED[wl]}. No numbers until goro's side exists.")
+            w("")
+        flavs = [f for f in FLAVOURS if any(r["flavours"][f]["status"] != "n/a" for r in recs)]
+        peers = [f for f in flavs if f != "goro"]
+        w("| config | metric | " + " | ".join(flavs) + " | "
+          + " | ".join(f"goro/{f}" for f in peers) + " |")
+        w("|---|---|" + "---:|" * (len(flavs) + len(peers)))
+        notes: list[str] = []
+        for rec in recs:
+            cfg = rec["label"][len(wl):].strip() or "-"
+            for m in METRICS[wl]:
+                unit = next((rec["flavours"][f]["metrics"][m]["unit"] for f in FLAVOURS
+                             if m in rec["flavours"][f].get("metrics", {})), None)
+                mname = f"`{m}`" + (f" [{unit}]" if unit else "")
+                if m in HIGHER_IS_BETTER:
+                    mname += " (ratio peer/goro)"
+                if rec.get("not_implemented"):
+                    cells = [NOT_YET if rec["flavours"][f]["status"] != "n/a" else ""
+                             for f in flavs]
+                    rcells = [NOT_YET if f in rec["ratios"].get(m, {}) else "" for f in peers]
+                else:
+                    cells = [md_cell(rec["flavours"][f], m) for f in flavs]
+                    rcells = []
+                    for f in peers:
+                        r = rec["ratios"].get(m, {}).get(f)
+                        if f not in rec["ratios"].get(m, {}):
+                            rcells.append("")
+                        elif r is None:
+                            rcells.append("-")
+                        else:
+                            rcells.append(f"**{r:.2f}**" if r < 1 else f"{r:.2f}")
+                w(f"| {md_escape(cfg)} | {mname} | " + " | ".join(cells) + " | "
+                  + " | ".join(rcells) + " |")
+            for f in flavs:
+                fr = rec["flavours"][f]
+                if fr["status"] == "failed" and fr.get("error"):
+                    notes.append(f"{cfg}, {f}: {fr['error'].splitlines()[0]}")
+                elif fr["status"] == "ok" and 0 < fr.get("ok_runs", 0) < meta["runs"]:
+                    errs = [r["error"] for r in fr["runs"] if r["error"]]
+                    notes.append(f"{cfg}, {f}: {fr['ok_runs']}/{meta['runs']} runs ok; "
+                                 f"{errs[-1].splitlines()[0]}")
+        for n in dict.fromkeys(notes):
+            w("")
+            w(f"- {md_escape(n)}")
+    w("")
+    w("## Runtime internals")
+    w("")
+    if micro is None:
+        w("Not run (`--no-micro`).")
+    elif not micro.get("benchmarks"):
+        w(f"`bench/micro/goro_micro` (Google Benchmark): {micro['status']}"
+          + (f" ({micro['error']})" if micro.get("error") else "") + ".")
+    else:
+        w("Google Benchmark micro-benchmarks of goro's internals (`bench/micro`), one run: "
+          f"`{micro['command'].replace(str(REPO_DIR) + '/', '')}`.")
+        w("")
+        w("| benchmark | ns per iteration | CPU ns per iteration | iterations |")
+        w("|---|---:|---:|---:|")
+        for b in micro["benchmarks"]:
+            w(f"| `{b['name']}` | {fmt_num(b['ns_per_iter'])} | "
+              f"{fmt_num(b['cpu_ns_per_iter'])} | {b['iterations'] or ''} |")
+        if micro.get("error"):
+            w("")
+            w(f"- {micro['error']}")
+    w("")
+    path.write_text("\n".join(out))
+    log(f"compare.py: wrote {path}")
 
 
 def main() -> int:
@@ -435,7 +898,15 @@ def main() -> int:
     ap.add_argument("--go", default="go", help="the go command (default: go on PATH)")
     ap.add_argument("--no-go-build", action="store_true",
                     help="use the bench_go_* binaries already in the build dir")
+    ap.add_argument("--report", default=None, metavar="PATH",
+                    help="write a Markdown report (machine, toolchain, command, one table per "
+                         "workload, runtime internals) to PATH and its ratio chart next to it "
+                         "as benchmarks.svg, e.g. --report docs/benchmarks.md")
+    ap.add_argument("--no-micro", action="store_true",
+                    help="skip the Google Benchmark micro-benchmarks (bench/micro/goro_micro)")
     opts = ap.parse_args()
+    t_start = time.monotonic()
+    command = "python3 " + shlex.join([sys.argv[0]] + sys.argv[1:])
 
     runs = opts.runs if opts.runs is not None else (3 if opts.quick else 5)
     if runs < 1:
@@ -457,7 +928,8 @@ def main() -> int:
     go_errors: dict[str, str] = {}
     if not opts.no_go_build:
         log(f"compare.py: building the Go programs into {build_dir / 'bench'}")
-        go_errors = build_go(build_dir, sorted({c.prog for c in cfgs}), opts.go)
+        go_errors = build_go(build_dir, sorted({c.prog for c in cfgs
+                                                if c.workload not in NOT_IMPLEMENTED}), opts.go)
 
     info = host_info(opts.go)
     print(f"goro vs Go / Boost.Fiber (M:1) / std::thread -- {info.get('cpu_model', '?')}, "
@@ -474,16 +946,40 @@ def main() -> int:
         print_config(rec, runs)
         sys.stdout.flush()
     print_summary(records)
+    micro = None
+    if not opts.no_micro:
+        micro = run_micro(build_dir, opts.timeout)
+        print_micro(micro)
+        sys.stdout.flush()
 
+    info.update(toolchain_info(build_dir))
+    try:
+        info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    info["wall_s"] = round(time.monotonic() - t_start, 1)
+    meta = dict(info, runs=runs, quick=opts.quick, build_dir=str(build_dir),
+                timeout_s=opts.timeout, command=command,
+                peer_over_goro_metrics=sorted(HIGHER_IS_BETTER))
+    log(f"compare.py: done in {info['wall_s']:.0f} s; load average "
+        f"{info.get('loadavg_start')} -> {info.get('loadavg_end')}")
+    if opts.report:
+        write_report(Path(opts.report), records, micro, meta, command)
     if opts.json:
-        doc = {"meta": dict(info, runs=runs, quick=opts.quick, build_dir=str(build_dir),
-                            timeout_s=opts.timeout,
-                            peer_over_goro_metrics=sorted(HIGHER_IS_BETTER)),
-               "results": records}
+        doc = {"meta": meta, "results": records, "micro": micro}
         Path(opts.json).write_text(json.dumps(doc, indent=2) + "\n")
         log(f"compare.py: wrote {opts.json}")
     return 0
 
 
+def draw_chart_main(path: str) -> int:
+    """`compare.py --draw-chart PATH`, rows and title as JSON on stdin (see write_chart)."""
+    doc = json.load(sys.stdin)
+    chart_matplotlib([tuple(r) for r in doc["rows"]], Path(path), doc["title"])
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--draw-chart":
+        sys.exit(draw_chart_main(sys.argv[2]))
     sys.exit(main())
