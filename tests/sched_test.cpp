@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <functional>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -48,7 +50,7 @@ TEST_P(SchedTest, GomaxprocsIsSet) {
 TEST_P(SchedTest, MillionGoroutines) {
   const std::int64_t total = scaled(1'000'000);
   // Spawned in batches from the main thread, so at most kBatch stacks are live at once.
-  const std::int64_t kBatch = 50'000;
+  const std::int64_t kBatch = goro_test::live_cap(50'000);
   std::atomic<std::uint64_t> sum{0};
   std::atomic<std::int64_t> ran{0};
   std::uint64_t want = 0;
@@ -72,7 +74,8 @@ TEST_P(SchedTest, MillionGoroutines) {
 
 TEST_P(SchedTest, SpawnStorm) {
   const int kSpawners = 100;
-  const std::int64_t per = scaled(10'000);
+  // Spawners do not yield: up to all kSpawners * per goroutines may be alive at once.
+  const std::int64_t per = std::min(scaled(10'000), goro_test::live_cap(1'000'000) / kSpawners);
   std::atomic<std::int64_t> ran{0};
   goro::WaitGroup wg;
   wg.add(kSpawners * (per + 1));
@@ -252,7 +255,7 @@ TEST_P(SchedTest, MutexPingPongPairs) {
 }
 
 TEST_P(SchedTest, SetGomaxprocsWhileRunning) {
-  const std::int64_t total = scaled(100'000);
+  const std::int64_t total = goro_test::live_cap(scaled(100'000));
   std::atomic<std::int64_t> finished{0};
   std::atomic<bool> stop{false};
   goro::WaitGroup wg;
@@ -278,6 +281,8 @@ TEST_P(SchedTest, SetGomaxprocsWhileRunning) {
     spawned.done();
   });
   for (std::int64_t i = total / 2; i < total; i++) goro::go(body);
+  goro_test::wait_or_die([&] { return finished.load() == total; }, 60,
+                         "not all goroutines finished while GOMAXPROCS changed");
   spawned.wait();
   wg.wait();
   stop = true;
@@ -299,29 +304,27 @@ TEST_P(SchedTest, SetGomaxprocsWhileRunning) {
   after.wait();
 }
 
-// Shrinking GOMAXPROCS right after waking Ms (while a P is being handed to an M).
+// Shrinking GOMAXPROCS right after waking Ms (while a P is being handed to an M, or while an
+// M holding a P to be retired has work queued). Every goroutine must still run: the wait has a
+// deadline so that a lost wake-up fails instead of hanging.
 TEST_P(SchedTest, GomaxprocsFlappingWhileMsWake) {
   const int kRounds = static_cast<int>(scaled(3000));
   std::atomic<int> ran{0};
   for (int r = 0; r < kRounds; r++) {
     goro::set_gomaxprocs(procs() + 1 + r % 3);
-    goro::WaitGroup wg;
-    wg.add(4);
-    for (int i = 0; i < 4; i++) {
-      goro::go([&] {
-        ran++;
-        wg.done();
-      });
-    }
+    for (int i = 0; i < 4; i++) goro::go([&] { ran++; });
     goro::set_gomaxprocs(procs());
-    wg.wait();
+    goro_test::wait_or_die([&] { return ran.load() == 4 * (r + 1); }, 20,
+                           "round " + std::to_string(r) + ": only " + std::to_string(ran.load()) +
+                               " of " + std::to_string(4 * (r + 1)) +
+                               " goroutines ran (lost wake-up after set_gomaxprocs)");
   }
   EXPECT_EQ(ran.load(), 4 * kRounds);
 }
 
 TEST_P(SchedTest, NumGoroutineReturnsToZero) {
   ASSERT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }));
-  const int kN = static_cast<int>(scaled(10'000));
+  const int kN = static_cast<int>(goro_test::live_cap(scaled(10'000)));
   goro::WaitGroup started, release, done;
   started.add(kN);
   release.add(1);
@@ -341,13 +344,52 @@ TEST_P(SchedTest, NumGoroutineReturnsToZero) {
       << goro::num_goroutine();
 }
 
+// num_goroutine() is a sum of per-P and per-thread counters: it must never go negative while
+// goroutines come and go (from threads and goroutines, with GOMAXPROCS changing and threads
+// that started goroutines exiting), and must be exactly 0 once all are gone.
+TEST_P(SchedTest, NumGoroutineConsistentUnderChurn) {
+  const int kPerSpawner = static_cast<int>(goro_test::live_cap(scaled(20'000) * 3) / 3);
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> min_seen{0}, max_seen{0};
+  std::thread poller([&] {
+    while (!stop.load()) {
+      std::int64_t n = goro::num_goroutine();
+      if (n < min_seen.load()) min_seen = n;
+      if (n > max_seen.load()) max_seen = n;
+    }
+  });
+  std::atomic<int> ran{0};
+  std::vector<std::thread> spawners;
+  for (int t = 0; t < 3; t++) {
+    spawners.emplace_back([&, t] {
+      for (int i = 0; i < kPerSpawner; i++) {
+        goro::go([&ran, i] {
+          if (i % 3 == 0) goro::yield();
+          ran++;
+        });
+        if (t == 0 && i % 5000 == 4999) goro::set_gomaxprocs(1 + (i / 5000) % 4);
+      }
+    });
+  }
+  for (auto& s : spawners) s.join();  // these threads exit with goroutines still counted
+  goro_test::wait_or_die([&] { return ran.load() == 3 * kPerSpawner; }, 60,
+                         "goroutines did not finish");
+  EXPECT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }, 5))
+      << goro::num_goroutine();
+  stop = true;
+  poller.join();
+  EXPECT_GE(min_seen.load(), 0);
+  EXPECT_LE(max_seen.load(), 3 * kPerSpawner);
+  goro::set_gomaxprocs(procs());
+}
+
 TEST_P(SchedTest, ThreadCountStaysBoundedWhileGoroutinesPark) {
   // Runtime threads exist only per P (plus a few): parked goroutines cost no thread. Idle Ms
   // left over from earlier tests in the same process (at a larger GOMAXPROCS) are tolerated.
   const int threads_before = goro::num_threads();
   ASSERT_GT(threads_before, 0);
   const int limit = std::max(goro::gomaxprocs() + 6, threads_before + 1);
-  const int kN = static_cast<int>(scaled(10'000));
+  const int kN = static_cast<int>(goro_test::live_cap(scaled(10'000)));
   goro::WaitGroup started, release, done;
   goro::Mutex mu;
   started.add(kN);
@@ -424,6 +466,116 @@ TEST(SchedSingleP, YieldLetsOthersRun) {
   wg.wait();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(turn.load(), 2000);
+}
+
+// ---- go(): closures and arguments -------------------------------------------------------------
+
+struct Counts {
+  std::atomic<int> copies{0}, moves{0}, dtors{0}, calls{0};
+};
+
+struct Tracked {
+  Counts* c;
+  explicit Tracked(Counts* counts) : c(counts) {}
+  Tracked(const Tracked& o) : c(o.c) { c->copies++; }
+  Tracked(Tracked&& o) noexcept : c(o.c) { c->moves++; }
+  ~Tracked() { c->dtors++; }
+};
+
+TEST(Go, ArgumentsAreDecayCopiedOrMovedAndDestroyed) {
+  Counts fc, ac;
+  {
+    goro::WaitGroup wg;
+    wg.add(2);
+    Tracked lvalue(&ac);
+    // Arguments reach f as rvalues (like std::thread): by value or by const reference.
+    auto f = [&wg, t = Tracked(&fc)](const Tracked& a, Tracked b) {
+      t.c->calls++;
+      a.c->calls++;
+      b.c->calls++;
+      wg.done();
+    };
+    // The lvalue argument is copied once; the rvalue one is moved, never copied.
+    goro::go(f, lvalue, Tracked(&ac));
+    goro::go(std::move(f), std::ref(lvalue), Tracked(&ac));
+    wg.wait();
+  }
+  ASSERT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }));
+  EXPECT_EQ(fc.calls.load(), 2);
+  EXPECT_EQ(ac.calls.load(), 4);
+  EXPECT_EQ(ac.copies.load(), 1) << "one lvalue copied; rvalues and std::ref never copied";
+  // Everything constructed was destroyed (closures are destroyed when the goroutine ends).
+  EXPECT_EQ(fc.copies.load() + fc.moves.load() + 1, fc.dtors.load());
+  EXPECT_EQ(ac.copies.load() + ac.moves.load() + 3, ac.dtors.load());
+}
+
+// Closures too big (or too aligned) for the goroutine's inline closure space live on the heap;
+// they must be constructed, run and destroyed exactly like small ones (and freed with the
+// deallocation function matching their allocation: ASan checks that).
+TEST(Go, LargeAndOverAlignedClosures) {
+  Counts c;
+  std::atomic<long> sum{0};
+  {
+    goro::WaitGroup wg;
+    const int kN = 200;
+    wg.add(3 * kN);
+    for (int i = 0; i < kN; i++) {
+      std::array<long, 512> big{};  // 4 KiB
+      big[0] = i;
+      big[511] = 1;
+      goro::go([&, big, t = Tracked(&c)] {
+        sum += big[0] + big[511];
+        wg.done();
+      });
+      struct alignas(64) Aligned {
+        long v;
+      } al{i};
+      goro::go([&, al] {
+        if (reinterpret_cast<std::uintptr_t>(&al) % 64 != 0) c.calls += 1000000;
+        sum += al.v;
+        wg.done();
+      });
+      // Large arguments rather than captures.
+      goro::go([&](std::array<long, 512> a, Tracked) {
+        sum += a[0];
+        wg.done();
+      }, big, Tracked(&c));
+    }
+    wg.wait();
+  }
+  ASSERT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }));
+  const long n = 200;
+  EXPECT_EQ(sum.load(), (n * (n - 1) / 2) * 3 + n);
+  EXPECT_LT(c.calls.load(), 1000000) << "an over-aligned closure was misaligned";
+  EXPECT_EQ(c.copies.load() + c.moves.load() + 2 * n, c.dtors.load());
+}
+
+struct ThrowOnCopy {
+  static inline std::atomic<bool> armed{false};
+  ThrowOnCopy() = default;
+  ThrowOnCopy(const ThrowOnCopy&) {
+    if (armed.load()) throw std::runtime_error("copy failed");
+  }
+};
+
+TEST(Go, ExceptionFromCopyingArgumentsPropagatesAndNothingRuns) {
+  std::atomic<int> ran{0};
+  ThrowOnCopy arg;
+  ThrowOnCopy::armed = true;
+  for (int i = 0; i < 100; i++) {
+    EXPECT_THROW(goro::go([&](const ThrowOnCopy&) { ran++; }, arg), std::runtime_error);
+    std::array<char, 1024> big{};
+    EXPECT_THROW(goro::go([&, big](const ThrowOnCopy&) { ran += big[0] + 1; }, arg),
+                 std::runtime_error);
+  }
+  ThrowOnCopy::armed = false;
+  EXPECT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }));
+  EXPECT_EQ(ran.load(), 0);
+  // The runtime is fine afterwards.
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&](const ThrowOnCopy&) { wg.done(); }, arg);
+  wg.wait();
 }
 
 TEST(SchedDefaults, GomaxprocsDefaultsToNumCpu) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "goro/goro.hpp"
@@ -362,6 +363,70 @@ TEST_F(StackTest, SetDefaultStackSize) {
   });
   EXPECT_EQ(slot_size, def);
   EXPECT_GE(used, 200 * kKiB);
+}
+
+// The default stack size changes while goroutines are being started from threads and
+// goroutines (slot credits and caches of the old size are in flight). Every goroutine must run
+// with a stack of one of the sizes in use and be able to use 40 KiB of it.
+TEST_F(StackTest, DefaultStackSizeChangesWhileSpawning) {
+  (void)goro::gomaxprocs();  // the runtime is up (start-up races are tested separately)
+  const std::size_t def = goro::default_stack_size();
+  const std::size_t sizes[] = {64 * kKiB, 256 * kKiB, 128 * kKiB};
+  const int kN = static_cast<int>(goro_test::live_cap(scaled(20'000)));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ran{0}, bad_size{0};
+  std::thread flipper([&] {
+    int k = 0;
+    while (!stop.load()) {
+      goro::set_default_stack_size(sizes[k++ % 3]);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  auto body = [&] {
+    std::size_t s = goro::internal::getg()->slot_size;
+    if (s != sizes[0] && s != sizes[1] && s != sizes[2]) bad_size++;
+    std::uintptr_t top = stack_top_here();
+    use_stack(top, 40 * kKiB);
+    ran++;
+  };
+  goro::WaitGroup spawner;
+  spawner.add(1);
+  goro::go([&] {
+    for (int i = 0; i < kN / 2; i++) goro::go(body);
+    spawner.done();
+  });
+  for (int i = kN / 2; i < kN; i++) goro::go(body);
+  spawner.wait();
+  goro_test::wait_or_die([&] { return ran.load() == kN; }, 60, "goroutines did not finish");
+  stop = true;
+  flipper.join();
+  goro::set_default_stack_size(def);
+  EXPECT_EQ(bad_size.load(), 0);
+  EXPECT_EQ(ran.load(), kN);
+}
+
+// set_default_stack_size() racing with the runtime's start-up (the first go() in the process,
+// as in a fresh test process): afterwards default_stack_size() and the stacks new goroutines
+// get must agree. (A data race here is also reported by TSan builds.)
+TEST_F(StackTest, SetDefaultStackSizeConcurrentWithRuntimeStart) {
+  const std::size_t def = goro::default_stack_size();
+  std::atomic<bool> go_now{false};
+  std::thread setter([&] {
+    while (!go_now.load()) {
+    }
+    goro::set_default_stack_size(64 * kKiB);
+  });
+  go_now = true;
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&] { wg.done(); });
+  wg.wait();
+  setter.join();
+  EXPECT_EQ(goro::default_stack_size(), 64 * kKiB);
+  std::size_t slot_size = 0;
+  run_in_goroutine([&] { slot_size = goro::internal::getg()->slot_size; });
+  EXPECT_EQ(slot_size, 64 * kKiB) << "default_stack_size() and new stacks disagree";
+  goro::set_default_stack_size(def);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -361,6 +362,120 @@ TEST_P(SyncTest, WaitGroupAddFromManyGoroutinesAndThreads) {
   });
   wg.done();
   waited.wait();
+}
+
+// A WaitGroup (or Mutex) may be destroyed as soon as wait() (or the last lock/unlock) has
+// returned: the usual `{ WaitGroup wg; wg.add(1); go(... wg.done() ...); wg.wait(); }` and
+// "the last owner frees the object" patterns. The releasing done()/unlock() must therefore not
+// touch the object after a waiter can observe the release. Each round frees the primitive the
+// moment the waiter returns and poisons its memory; done() and wait() are made to meet (the
+// releaser starts when the waiter is about to wait), so a late access by the releaser hits
+// freed memory (ASan), races with the free (TSan), or corrupts the next round's primitive (a
+// hang, caught by the deadline, or a fatal error).
+TEST_P(SyncTest, WaitGroupDestroyedRightAfterWait) {
+  const int kRounds = static_cast<int>(scaled(20'000));
+  std::atomic<int> phase{0}, returned_from_done{0};
+  for (int r = 0; r < kRounds; r++) {
+    auto* wg = new goro::WaitGroup;
+    wg->add(1);
+    phase = 0;
+    // A varying delay on either side sweeps the releaser's done() across the waiter's wait().
+    const int jitter_release = (r * 7) % 61, jitter_wait = (r * 13) % 67;
+    auto spin = [](int n) {
+      for (int k = 0; k < n; k++) asm volatile("pause");
+    };
+    auto releaser = [wg, &phase, &returned_from_done, jitter_release, spin] {
+      while (phase.load(std::memory_order_acquire) == 0) {
+      }
+      spin(jitter_release);
+      wg->done();
+      returned_from_done++;
+    };
+    // Alternate: goroutine releaser / plain-thread waiter, and plain-thread releaser /
+    // goroutine waiter (with GOMAXPROCS 1 a spinning goroutine would block the waiter's P).
+    if (r % 32 != 31 || procs() == 1) {
+      goro::go(releaser);
+      phase.store(1, std::memory_order_release);
+      spin(jitter_wait);
+      wg->wait();
+    } else {
+      std::thread t(releaser);
+      goro::WaitGroup outer;
+      outer.add(1);
+      goro::go([&] {
+        phase.store(1, std::memory_order_release);
+        spin(jitter_wait);
+        wg->wait();
+        outer.done();
+      });
+      outer.wait();
+      t.join();
+    }
+    wg->~WaitGroup();
+    std::memset(static_cast<void*>(wg), 0xA5, sizeof(goro::WaitGroup));
+    ::operator delete(static_cast<void*>(wg));
+  }
+  goro_test::wait_or_die([&] { return returned_from_done.load() == kRounds; }, 30,
+                         "a done() never returned: it kept using a WaitGroup after wait() "
+                         "returned and the WaitGroup was destroyed");
+}
+
+TEST_P(SyncTest, MutexDestroyedByLastOwner) {
+  const int kRounds = static_cast<int>(scaled(20'000));
+  std::atomic<int> unlocked{0};
+  for (int r = 0; r < kRounds; r++) {
+    auto* mu = new goro::Mutex;
+    mu->lock();
+    std::atomic<bool> waiting{false};
+    goro::WaitGroup done;
+    done.add(1);
+    // The waiter takes the lock after the holder's unlock, then frees the Mutex at once.
+    goro::go([mu, &waiting, &done] {
+      waiting = true;
+      mu->lock();
+      mu->unlock();
+      mu->~Mutex();
+      std::memset(static_cast<void*>(mu), 0xA5, sizeof(goro::Mutex));
+      ::operator delete(static_cast<void*>(mu));
+      done.done();
+    });
+    while (!waiting.load()) std::this_thread::yield();
+    mu->unlock();  // from the main thread; mu may be freed before this returns
+    unlocked++;
+    done.wait();
+  }
+  EXPECT_EQ(unlocked.load(), kRounds);
+}
+
+// Plain threads get a waiter record the first time they block; records are recycled when
+// threads exit. Many short-lived threads, each blocking once on a WaitGroup and once on a Mutex
+// that goroutines release, exercise that recycling (with late wake-ups racing thread exit).
+TEST_P(SyncTest, ShortLivedThreadsBlockAndExit) {
+  const int kThreads = static_cast<int>(scaled(400));
+  goro::Mutex mu;
+  std::atomic<int> finished{0};
+  for (int batch = 0; batch < kThreads; batch += 8) {
+    goro::WaitGroup gate;
+    gate.add(1);
+    mu.lock();
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 8; i++) {
+      ts.emplace_back([&] {
+        gate.wait();
+        mu.lock();
+        mu.unlock();
+        finished++;
+      });
+    }
+    goro::go([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      gate.done();
+      goro::yield();
+      mu.unlock();
+    });
+    for (auto& t : ts) t.join();
+  }
+  EXPECT_EQ(finished.load(), (kThreads + 7) / 8 * 8);
 }
 
 // ---- Once --------------------------------------------------------------------------------

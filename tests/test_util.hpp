@@ -68,6 +68,38 @@ bool wait_until(Pred&& pred, double timeout_s = 5.0) {
   }
 }
 
+// Waits for a condition that goroutines make true, with a deadline. If it does not hold by
+// then (a lost wake-up or a deadlock in the runtime), reports `what` and aborts the process:
+// goroutines still referencing the caller's stack must not outlive the test body.
+template <class Pred>
+void wait_or_die(Pred&& pred, double timeout_s, const std::string& what) {
+  if (wait_until(pred, timeout_s)) return;
+  std::fprintf(stderr, "\nTIMEOUT after %.0f s: %s\n", timeout_s, what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Whether this is a sanitizer build (the library's CMake defines these for all targets).
+#if defined(GORO_ASAN) || defined(GORO_TSAN) || defined(__SANITIZE_ADDRESS__) || \
+    defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
+#if defined(GORO_TSAN) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kTsanBuild = true;
+#else
+inline constexpr bool kTsanBuild = false;
+#endif
+
+// ThreadSanitizer counts every live goroutine (a TSan fiber) against its limit of 8128
+// threads and dies beyond it, so under TSan a test may keep at most this many alive at once.
+inline constexpr std::int64_t kTsanMaxLive = 4000;
+
+// n, capped to what may be alive at once in this build.
+inline std::int64_t live_cap(std::int64_t n) { return kTsanBuild ? std::min(n, kTsanMaxLive) : n; }
+
 // A field of /proc/self/status in kB (VmRSS, VmSize, ...), or -1.
 inline long proc_status_kb(const char* field) {
   std::ifstream f("/proc/self/status");

@@ -90,8 +90,9 @@ template <class T>
 class Chan {
   static_assert(std::is_nothrow_move_constructible_v<T>,
                 "goro::Chan<T> needs a nothrow-move-constructible T");
-  static_assert(!std::is_reference_v<T> && !std::is_const_v<T>, "goro::Chan<T>: T must be a "
-                                                                 "non-const object type");
+  static_assert(!std::is_reference_v<T> && !std::is_const_v<T>,
+                "goro::Chan<T>: T must be a "
+                "non-const object type");
 
  public:
   using value_type = T;
@@ -125,9 +126,7 @@ class Chan {
   /// Sends v only if that needs no waiting (a receiver is waiting, or there is buffer room).
   /// Returns whether it did; on false, v is left as it was. Throws ChanClosed if closed.
   bool try_send(T&& v) const { return internal::chan_send(c_, &v, false); }
-  bool try_send(const T& v) const
-    requires std::is_copy_constructible_v<T>
-  {
+  bool try_send(const T& v) const requires std::is_copy_constructible_v<T> {
     T tmp(v);
     return internal::chan_send(c_, &tmp, false);
   }

@@ -97,7 +97,9 @@ class GORO_API CancelFunc {
 };
 
 /// The root of every context tree (same as Context{}).
-inline Context background() noexcept { return Context{}; }
+inline Context background() noexcept {
+  return Context{};
+}
 
 /// A child of parent that is canceled by the returned CancelFunc or when parent is. Throws
 /// std::bad_alloc.

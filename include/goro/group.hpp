@@ -30,7 +30,9 @@ namespace goro {
 ///
 /// Blocking: go() parks a goroutine (blocks a plain thread) while the limit is reached; callers
 /// blocked there are served in FIFO order as the group's goroutines finish. wait() parks
-/// (blocks) until none of the group's goroutines runs or waits to start.
+/// (blocks) until none of the group's goroutines runs or waits to start. As with errgroup,
+/// goroutines of a limited group that call go() on their own group can deadlock once all
+/// slots are held by such callers.
 ///
 /// Errors: the limit must be positive or negative (none); 0 throws std::invalid_argument (every
 /// go() would block forever; errgroup deadlocks instead). Changing the limit while goroutines
@@ -108,9 +110,8 @@ class GORO_API Group {
               // destroy what their destructors touch as soon as wait() returns.
               std::decay_t<decltype(fn)> own_f(std::move(fn));
               std::tuple<std::decay_t<decltype(as)>...> own_args(std::move(as)...);
-              std::apply(
-                  [&own_f](auto&... a) { std::invoke(std::move(own_f), std::move(a)...); },
-                  own_args);
+              std::apply([&own_f](auto&... a) { std::invoke(std::move(own_f), std::move(a)...); },
+                         own_args);
             } catch (...) {
               e = std::current_exception();
             }
@@ -128,8 +129,8 @@ class GORO_API Group {
   std::int64_t limit_ = -1;             // < 0: no limit
   void* go_head_ = nullptr;             // FIFO of go() calls waiting for a slot
   void* go_tail_ = nullptr;
-  void* idle_waiters_ = nullptr;        // wait() calls waiting for active_ == 0
-  std::exception_ptr err_;              // the first exception
+  void* idle_waiters_ = nullptr;  // wait() calls waiting for active_ == 0
+  std::exception_ptr err_;        // the first exception
 };
 
 }  // namespace goro

@@ -70,11 +70,12 @@ class GORO_API RWMutex {
   void lock_shared_slow() noexcept;
   void unlock_shared_slow(std::int32_t r) noexcept;
 
-  Mutex w_;                                  // held by the writer (pending or active)
-  std::atomic<std::int32_t> reader_count_{0};  // readers inside; - kMaxReaders while a writer is
-  std::atomic<std::int32_t> reader_wait_{0};   // readers a pending writer still waits for
-  internal::Sema writer_sem_;                  // the writer waits here for departing readers
-  internal::Sema reader_sem_;                  // readers wait here for the writer to unlock
+  Mutex w_;  // held by the writer, pending or active
+  // Readers inside (and queued), minus kMaxReaders while a writer is pending or active.
+  std::atomic<std::int32_t> reader_count_{0};
+  std::atomic<std::int32_t> reader_wait_{0};  // readers a pending writer still waits for
+  internal::Sema writer_sem_;                 // the writer waits here for departing readers
+  internal::Sema reader_sem_;                 // readers wait here for the writer to unlock
 };
 
 }  // namespace goro

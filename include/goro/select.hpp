@@ -46,10 +46,10 @@ enum class CaseKind : std::uint8_t { kRecv, kSend, kDeadline, kDefault };
 
 struct SelectCase {
   ChanCore* c = nullptr;
-  void* elem = nullptr;        // send: the value to move from; recv: storage to construct into
-  std::int64_t deadline = 0;   // kDeadline: steady_clock nanoseconds
+  void* elem = nullptr;       // send: the value to move from; recv: storage to construct into
+  std::int64_t deadline = 0;  // kDeadline: steady_clock nanoseconds
   CaseKind kind = CaseKind::kDefault;
-  bool ok = false;             // recv: a value was received (false: closed)
+  bool ok = false;  // recv: a value was received (false: closed)
 };
 
 // Performs one ready case. block=false: returns -1 if none is ready. Throws ChanClosed.
@@ -138,8 +138,8 @@ internal::RecvCase<T, std::decay_t<F>> on_recv(const Chan<T>& ch, F&& f = {}) {
 
 /// A send case of v on ch; f() runs if it is chosen.
 template <class T, class V, class F = internal::NoHandler>
-  requires std::is_constructible_v<T, V&&>
-internal::SendCase<T, std::decay_t<F>> on_send(const Chan<T>& ch, V&& v, F&& f = {}) {
+requires std::is_constructible_v<T, V&&> internal::SendCase<T, std::decay_t<F>> on_send(
+    const Chan<T>& ch, V&& v, F&& f = {}) {
   return {ch.core(), T(std::forward<V>(v)), std::forward<F>(f)};
 }
 
@@ -154,8 +154,8 @@ internal::DeadlineCase<std::decay_t<F>> on_deadline(std::chrono::steady_clock::t
 template <class Rep, class Period, class F = internal::NoHandler>
 internal::DeadlineCase<std::decay_t<F>> on_timeout(std::chrono::duration<Rep, Period> d,
                                                    F&& f = {}) {
-  auto tp = std::chrono::steady_clock::now() +
-            std::chrono::ceil<std::chrono::steady_clock::duration>(d);
+  auto tp =
+      std::chrono::steady_clock::now() + std::chrono::ceil<std::chrono::steady_clock::duration>(d);
   return {internal::to_ns(tp), std::forward<F>(f)};
 }
 

@@ -23,14 +23,11 @@ namespace goro {
 
 namespace internal {
 
-/// The runtime semaphore that every goro primitive embeds: a count plus the queue of goroutines
-/// and threads waiting for it. Internal (its operations live in the library); never touch it.
+/// The runtime semaphore count that goro's sync primitives embed. Its waiters queue in the
+/// library, keyed by this object's address, so that a releaser never touches the primitive
+/// after publishing the count (the primitive may be destroyed by then). Internal; never touch.
 struct Sema {
   std::atomic<std::uint32_t> count{0};
-  std::atomic<std::uint32_t> nwait{0};  // waiters queued or about to queue
-  std::atomic<std::uint32_t> lock{0};   // a futex lock guarding head and tail
-  void* head = nullptr;
-  void* tail = nullptr;
 };
 
 }  // namespace internal

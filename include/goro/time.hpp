@@ -67,8 +67,8 @@ class GORO_API Timer {
   template <class Rep, class Period>
   explicit Timer(std::chrono::duration<Rep, Period> d)
       : t_(internal::timerchan_start(
-            internal::deadline_after(std::chrono::ceil<std::chrono::steady_clock::duration>(d)),
-            0, &c_)) {}
+            internal::deadline_after(std::chrono::ceil<std::chrono::steady_clock::duration>(d)), 0,
+            &c_)) {}
   Timer(Timer&&) noexcept = default;
   Timer& operator=(Timer&&) noexcept = default;
   ~Timer() = default;
@@ -116,8 +116,7 @@ class GORO_API Ticker {
   void reset(std::chrono::duration<Rep, Period> period) {
     std::int64_t ns = std::chrono::ceil<std::chrono::nanoseconds>(period).count();
     check(ns);
-    internal::timerchan_reset(t_.get(), internal::deadline_after(std::chrono::nanoseconds(ns)),
-                              ns);
+    internal::timerchan_reset(t_.get(), internal::deadline_after(std::chrono::nanoseconds(ns)), ns);
   }
 
  private:

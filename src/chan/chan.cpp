@@ -196,7 +196,7 @@ ChanCore* chan_make(std::size_t cap, const ElemOps* ops) {
   std::size_t elemsize = (ops->size + ops->align - 1) / ops->align * ops->align;
   std::size_t header = (sizeof(ChanCore) + align - 1) / align * align;
   if (cap > (SIZE_MAX - header) / (elemsize == 0 ? 1 : elemsize)) throw std::bad_alloc();
-  void* mem = ::operator new(header + cap * elemsize, std::align_val_t{align});
+  void* mem = ::operator new (header + cap * elemsize, std::align_val_t{align});
   auto* c = ::new (mem) ChanCore;
   c->ops = ops;
   c->cap = cap;
@@ -205,7 +205,9 @@ ChanCore* chan_make(std::size_t cap, const ElemOps* ops) {
   return c;
 }
 
-void chan_retain(ChanCore* c) noexcept { c->refs.fetch_add(1, std::memory_order_relaxed); }
+void chan_retain(ChanCore* c) noexcept {
+  c->refs.fetch_add(1, std::memory_order_relaxed);
+}
 
 void chan_release(ChanCore* c) noexcept {
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
@@ -215,7 +217,7 @@ void chan_release(ChanCore* c) noexcept {
   }
   std::size_t align = c->ops->align < alignof(ChanCore) ? alignof(ChanCore) : c->ops->align;
   c->~ChanCore();
-  ::operator delete(static_cast<void*>(c), std::align_val_t{align});
+  ::operator delete (static_cast<void*>(c), std::align_val_t{align});
 }
 
 bool chan_send(ChanCore* c, void* src, bool block) {
@@ -320,7 +322,9 @@ std::size_t chan_len(const ChanCore* c) noexcept {
   return cc->count;
 }
 
-std::size_t chan_cap(const ChanCore* c) noexcept { return c == nullptr ? 0 : c->cap; }
+std::size_t chan_cap(const ChanCore* c) noexcept {
+  return c == nullptr ? 0 : c->cap;
+}
 
 // ---------------------------------------------------------------------------------------------
 // select

@@ -133,7 +133,9 @@ namespace {
 const Chan<std::monostate> nil_done;
 }
 
-const Chan<std::monostate>& Context::done() const noexcept { return s_ ? s_->done : nil_done; }
+const Chan<std::monostate>& Context::done() const noexcept {
+  return s_ ? s_->done : nil_done;
+}
 
 ContextErr Context::err() const noexcept {
   return s_ ? s_->err.load(std::memory_order_acquire) : ContextErr::kNone;

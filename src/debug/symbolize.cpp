@@ -387,12 +387,15 @@ std::string symbolize_line(const void* pc, bool return_address) noexcept {
     const SymFrame& inner = r.frames.front();
     const SymFrame& outer = r.frames.back();
     const std::string obj = r.object.empty() ? std::string("??") : r.object;
-    if (!inner.file.empty() && inner.line > 0) {
+    // The outermost (non-inlined) function and its own line: for a call site inside inlined
+    // library code (goro::go is inlined into its caller) that is the caller's line.
+    const SymFrame& at = !outer.file.empty() && outer.line > 0 ? outer : inner;
+    if (!at.file.empty() && at.line > 0) {
       std::string s = outer.function;
       s += " (";
-      s += inner.file;
+      s += at.file;
       s += ':';
-      s += std::to_string(inner.line);
+      s += std::to_string(at.line);
       s += ')';
       return s;
     }

@@ -183,7 +183,20 @@ const char* wait_reason_string(WaitReason r) noexcept {
 
 namespace {
 
+G* inject_pop();
+
 void globrunqput(G* gp) {
+  // Keep the global queue FIFO across both of its parts: what plain threads injected earlier
+  // goes ahead of gp (a goroutine yielding in a loop must not starve them).
+  while (G* inj = inject_pop()) {
+    inj->schedlink = nullptr;
+    if (sched.runq_tail != nullptr) {
+      sched.runq_tail->schedlink = inj;
+    } else {
+      sched.runq_head = inj;
+    }
+    sched.runq_tail = inj;
+  }
   gp->schedlink = nullptr;
   if (sched.runq_tail != nullptr) {
     sched.runq_tail->schedlink = gp;
@@ -638,7 +651,8 @@ void wakep() noexcept {
 void wake_timer_sleeper(std::int64_t when) noexcept {
   if (when < sched.sleep_until.load(std::memory_order_seq_cst)) {  // (B')
     LockGuard hold(sched.lock);
-    if (sched.timer_sleeper != nullptr && when < sched.sleep_until.load(std::memory_order_relaxed)) {
+    if (sched.timer_sleeper != nullptr &&
+        when < sched.sleep_until.load(std::memory_order_relaxed)) {
       sched.timer_sleeper->park.wakeup();
       sched.sleep_until.store(when, std::memory_order_relaxed);  // one wake-up is enough
       return;
@@ -678,6 +692,8 @@ void retirep(M* m) {
   }
   stack_flush_cache(&p->cache);
   gflush(&p->cache);
+  // Its timers go to P 0, which always stays active (GOMAXPROCS >= 1).
+  timers_move(&p->timers, &sched.allp[0]->timers);
   LockGuard hold(sched.lock);
   if (n > 0) globrunqputbatch(batch_head, batch_tail, n);
   m->p = nullptr;
@@ -1023,10 +1039,12 @@ void demangled_type(const std::type_info* ti, RawBuf& b) {
   std::free(d);
 }
 
-std::size_t closure_heap_align(std::size_t align) { return align < 16 ? 16 : align; }
+std::size_t closure_heap_align(std::size_t align) {
+  return align < 16 ? 16 : align;
+}
 
 void free_closure(G* gp) {
-  if (gp->closure_on_heap) ::operator delete(gp->closure, std::align_val_t{gp->closure_align});
+  if (gp->closure_on_heap) ::operator delete (gp->closure, std::align_val_t{gp->closure_align});
   gp->closure = nullptr;
 }
 
@@ -1351,7 +1369,7 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
     gp->closure = gp->closure_buf;
     gp->closure_on_heap = false;
   } else {
-    gp->closure = ::operator new(size, std::align_val_t{closure_heap_align(align)});
+    gp->closure = ::operator new (size, std::align_val_t{closure_heap_align(align)});
     gp->closure_on_heap = true;
     gp->closure_align = static_cast<std::uint32_t>(closure_heap_align(align));
   }
@@ -1470,6 +1488,7 @@ int set_gomaxprocs(int n) {
         p->status.store(kPRetired, std::memory_order_relaxed);
         stack_flush_cache(&p->cache);
         gflush(&p->cache);
+        timers_move(&p->timers, &sched.allp[0]->timers);
       } else if (p->status.load(std::memory_order_relaxed) == kPRunning) {
         p->retire.store(true, std::memory_order_relaxed);
       }
@@ -1516,6 +1535,7 @@ void set_default_stack_size(std::size_t bytes) {
   if (bytes < kMinStackSize || bytes > kMaxStackSize) {
     throw std::invalid_argument("goro::set_default_stack_size: must be within [16 KiB, 1 GiB]");
   }
+  ensure_started();  // the stack classes exist from start-up on: no race with it
   stack_set_default_size(bytes);
 }
 

@@ -82,8 +82,8 @@ struct alignas(64) G {
   std::uint8_t stack_kind = kStackGuarded;
   bool closure_on_heap = false;
   std::uint32_t closure_align = 0;  // alignment of a closure on the heap
-  std::uint8_t migrate_tries = 0;  // chaos builds: how often it was bounced off its last M
-  M* lastm = nullptr;              // chaos builds: the M it last ran on
+  std::uint8_t migrate_tries = 0;   // chaos builds: how often it was bounced off its last M
+  M* lastm = nullptr;               // chaos builds: the M it last ran on
 
   // --- Entry: set at creation, read once by the goroutine itself.
   void (*run)(void*) = nullptr;
@@ -155,17 +155,17 @@ struct alignas(64) P {
 // An M: an OS thread that runs goroutines. Its own thread stack is its "g0": the scheduler
 // loop and the code that runs between goroutines (mcall functions) run there.
 struct M {
-  void* g0_sp = nullptr;    // the g0 context's saved stack pointer while a goroutine runs
-  G* curg = nullptr;        // the goroutine running on it; written only by this M
-  P* p = nullptr;           // the P it holds; written by this M (or before it starts)
+  void* g0_sp = nullptr;  // the g0 context's saved stack pointer while a goroutine runs
+  G* curg = nullptr;      // the goroutine running on it; written only by this M
+  P* p = nullptr;         // the P it holds; written by this M (or before it starts)
   // A P handed over by startm (written before its park.wakeup(), read after park wakes; a
   // stale wake-up can come first, so the reader waits until it is non-null).
   std::atomic<P*> nextp{nullptr};
-  bool spinning = false;    // looking for work; counted in sched.nmspinning
-  bool start_idle = false;  // created without a P (queued in midle before its thread ran)
+  bool spinning = false;     // looking for work; counted in sched.nmspinning
+  bool start_idle = false;   // created without a P (queued in midle before its thread ran)
   bool idle_listed = false;  // in sched.midle; under sched.lock
-  Note park;                // idle Ms sleep here
-  M* schedlink = nullptr;   // in sched.midle; under sched.lock
+  Note park;                 // idle Ms sleep here
+  M* schedlink = nullptr;    // in sched.midle; under sched.lock
   std::int64_t id = 0;
   int tid = 0;
   pthread_t thread{};

@@ -20,7 +20,9 @@ struct Sleeper {
   internal::Timer t;
 };
 
-void wake_sleeper(void* arg, std::int64_t) { ready(static_cast<Sleeper*>(arg)->g); }
+void wake_sleeper(void* arg, std::int64_t) {
+  ready(static_cast<Sleeper*>(arg)->g);
+}
 
 // Runs on g0 once the goroutine is parked: only now may the timer fire and ready it.
 bool arm_sleep_timer(G*, void* arg) {
@@ -31,9 +33,8 @@ bool arm_sleep_timer(G*, void* arg) {
 }  // namespace
 
 void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
-  std::int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          deadline.time_since_epoch())
-                          .count();
+  std::int64_t when =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
   G* g = getg();
   if (g == nullptr) {
     // A plain thread: CLOCK_MONOTONIC is steady_clock's clock in libstdc++ and libc++.

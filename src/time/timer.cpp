@@ -103,10 +103,12 @@ void heap_remove(TimerHeap* h, Timer* t) {
 
 std::atomic<std::int64_t> armed{0};
 
+// The caller's P's heap; for a plain thread, a random P among the GOMAXPROCS active ones
+// (a P's own M runs its heap at every scheduling pass, even when it is busy).
 TimerHeap* heap_for_caller() {
   M* m = getm();
   if (m != nullptr && m->p != nullptr) return &m->p->timers;
-  int n = sched.nallp.load(std::memory_order_acquire);
+  int n = sched.gomaxprocs.load(std::memory_order_acquire);
   return &sched.allp[fastrandn(static_cast<std::uint32_t>(n))]->timers;
 }
 
@@ -157,14 +159,16 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
       heap_remove(h, t);
       armed.fetch_sub(1, std::memory_order_relaxed);
     }
-    t->running.store(1, std::memory_order_relaxed);
+    // A counter, not a flag: a short-period timer can be due again, and run by another M,
+    // before this run of f has finished.
+    t->running.fetch_add(1, std::memory_order_relaxed);
     auto f = t->f;
     void* arg = t->arg;
     auto release = t->period > 0 ? nullptr : t->release;
     h->lock.unlock();
     f(arg, now);
     // After this store the owner may free t (a timer_stop may be waiting for it).
-    t->running.store(0, std::memory_order_release);
+    t->running.fetch_sub(1, std::memory_order_release);
     if (release != nullptr) release(arg);
     h->lock.lock();
   }
@@ -194,6 +198,22 @@ std::int64_t timers_next_all() noexcept {
   return earliest;
 }
 
-std::int64_t timers_count() noexcept { return armed.load(std::memory_order_relaxed); }
+std::int64_t timers_count() noexcept {
+  return armed.load(std::memory_order_relaxed);
+}
+
+void timers_move(TimerHeap* from, TimerHeap* to) noexcept {
+  if (from == to) return;
+  // Heap locks never nest anywhere else; take these two in address order.
+  TimerHeap* first = from < to ? from : to;
+  TimerHeap* second = from < to ? to : from;
+  LockGuard a(first->lock);
+  LockGuard b(second->lock);
+  while (!from->t.empty()) {
+    Timer* t = from->t.back();
+    heap_remove(from, t);
+    heap_push(to, t);
+  }
+}
 
 }  // namespace goro::internal

@@ -27,14 +27,15 @@ struct Timer {
   // --- Written under the heap's lock; `heap` is also read without it (timer_stop).
   std::atomic<TimerHeap*> heap{nullptr};  // the heap it is queued in, or null
   int index = -1;                         // its position in heap->t
-  // Set while f runs (timer_stop waits for it to clear, so the owner may free the timer).
+  // How many runs of f are in progress (timer_stop waits for zero, so the owner may free the
+  // timer).
   std::atomic<std::uint32_t> running{0};
 };
 
 // A 4-ary min-heap of timers by `when`, one per P.
 struct TimerHeap {
   Lock lock;
-  std::vector<Timer*> t;             // under lock
+  std::vector<Timer*> t;              // under lock
   std::atomic<std::int64_t> next{0};  // t[0]->when, or 0 when empty; read without the lock
 };
 
@@ -49,6 +50,8 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept;
 std::int64_t timers_run_all(std::int64_t now) noexcept;
 // The earliest deadline over all Ps (0: none).
 std::int64_t timers_next_all() noexcept;
+// Moves every timer of `from` into `to` (a retired P hands its timers to an active one).
+void timers_move(TimerHeap* from, TimerHeap* to) noexcept;
 // Counts armed timers (for stats and tests).
 std::int64_t timers_count() noexcept;
 

@@ -28,7 +28,9 @@ void fire(void* arg, std::int64_t now) {
   tc->c.try_send(tp);  // never blocks: a value still unreceived means this one is dropped
 }
 
-void free_after(void* arg) { delete static_cast<TimerChan*>(arg); }
+void free_after(void* arg) {
+  delete static_cast<TimerChan*>(arg);
+}
 
 void drain(TimerChan* tc) {
   while (tc->c.try_recv()) {
