@@ -113,8 +113,11 @@ TEST_P(SchedTest, StealingSpreadsWorkOfOneSpawner) {
           auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
           while (std::chrono::steady_clock::now() < until) {
           }
-          std::lock_guard<std::mutex> hold(mu);
-          tids.insert(sys_gettid());
+          {
+            std::lock_guard<std::mutex> hold(mu);
+            tids.insert(sys_gettid());
+          }
+          // Outside the lock: once the last done() returns, the loop may destroy mu.
           children.done();
         });
       }
