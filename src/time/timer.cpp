@@ -149,6 +149,14 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
   h->lock.lock();
   while (!h->t.empty() && h->t[0]->when <= now) {
     Timer* t = h->t[0];
+    // Count this run before the timer leaves the heap: timer_stop reads `heap` without the
+    // lock, and once it sees null it trusts `running` to tell whether f is still to come (the
+    // release store of heap = null below publishes this increment). A counter, not a flag: a
+    // short-period timer can be due again, and run by another M, before this run ends.
+    t->running.fetch_add(1, std::memory_order_relaxed);
+    auto f = t->f;
+    void* arg = t->arg;
+    auto release = t->period > 0 ? nullptr : t->release;
     if (t->period > 0) {
       // Re-arm first; a ticker that fell behind skips the ticks it missed.
       t->when += t->period;
@@ -159,12 +167,6 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
       heap_remove(h, t);
       armed.fetch_sub(1, std::memory_order_relaxed);
     }
-    // A counter, not a flag: a short-period timer can be due again, and run by another M,
-    // before this run of f has finished.
-    t->running.fetch_add(1, std::memory_order_relaxed);
-    auto f = t->f;
-    void* arg = t->arg;
-    auto release = t->period > 0 ? nullptr : t->release;
     h->lock.unlock();
     f(arg, now);
     // After this store the owner may free t (a timer_stop may be waiting for it).
