@@ -47,11 +47,10 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
 // Goroutines parked forever on purpose (a select that can never fire).
 std::atomic<std::int64_t> g_parked_forever{0};
 
-// Waits about d, from a goroutine (parks) or a thread (blocks). Deliberately not
-// goro::sleep_for: in a goroutine, sleep_for currently zeroes 4 bytes of the caller's stack just
-// after waking (time_test.cpp, TimeTest.SleepDoesNotCorruptTheGoroutineStack), which would crash
-// these channel tests at random. A select with only a timeout case waits for its timer's
-// callback to finish before returning, so it does not have that problem.
+// Waits about d, from a goroutine (parks) or a thread (blocks): a select with only a timeout
+// case. (Not goro::sleep_for, so that a sleep_for bug - it once zeroed 4 bytes of the sleeper's
+// stack after waking, see TimeTest.SleepDoesNotCorruptTheGoroutineStack - shows up in
+// time_test, not as random crashes here.)
 void pause(std::chrono::nanoseconds d) { goro::select(goro::on_timeout(d)); }
 
 template <class Pred>

@@ -170,7 +170,8 @@ class Chan {
     explicit iterator(const Chan* ch) : ch_(ch) { ++*this; }
     T& operator*() { return *v_; }
     iterator& operator++() {
-      v_ = ch_->recv();
+      v_.reset();  // T need not be move-assignable
+      if (auto x = ch_->recv()) v_.emplace(std::move(*x));
       return *this;
     }
     void operator++(int) { ++*this; }

@@ -43,6 +43,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "base/lock.hpp"
 #include "base/platform.hpp"
@@ -348,8 +349,20 @@ void unlock_all(ChanCore** locks, int n) {
 // timer, die) before this function would get to the timer.
 bool select_unlock(G*, void* arg) {
   auto* sp = static_cast<SelectPark*>(arg);
+  // Copy the lock list first: once the timer is armed it can fire and wake the select, which
+  // may return (and its frame, *sp and the lock array included, die) while we still unlock.
+  int nlocks = sp->nlocks;
+  ChanCore* small[64];
+  std::vector<ChanCore*> big;
+  ChanCore** locks = small;
+  if (nlocks > 64) {
+    big.assign(sp->locks, sp->locks + nlocks);
+    locks = big.data();
+  } else {
+    std::copy(sp->locks, sp->locks + nlocks, small);
+  }
   if (sp->timer != nullptr) timer_start(sp->timer);
-  unlock_all(sp->locks, sp->nlocks);
+  unlock_all(locks, nlocks);
   return true;
 }
 

@@ -550,7 +550,7 @@ void startm(P* p, bool spinning) {
     return;
   }
   nm->spinning = spinning;
-  nm->nextp.store(p, std::memory_order_relaxed);
+  nm->nextp.store(p, std::memory_order_release);  // publishes nm->spinning too
   nm->park.wakeup();
 }
 

@@ -117,12 +117,13 @@ TimerHeap* heap_for_caller() {
 void timer_start(Timer* t) noexcept {
   ensure_started();
   TimerHeap* h = heap_for_caller();
+  std::int64_t when = t->when;  // once pushed, t may fire and be freed (goro::after) at once
+  armed.fetch_add(1, std::memory_order_relaxed);
   {
     LockGuard hold(h->lock);
     heap_push(h, t);
   }
-  armed.fetch_add(1, std::memory_order_relaxed);
-  wake_timer_sleeper(t->when);
+  wake_timer_sleeper(when);
 }
 
 bool timer_stop(Timer* t) noexcept {
