@@ -65,7 +65,9 @@ bool soak() {
   return e != nullptr && *e != 0 && std::string(e) != "0";
 }
 
-std::int64_t total_ops() { return scaled(1'000'000) * (soak() ? 20 : 1); }
+std::int64_t total_ops() {
+  return scaled(1'000'000) * (soak() ? 20 : 1);
+}
 
 std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
   std::uint64_t x = a ^ (b + 0x9E3779B97F4A7C15ull + (a << 6) + (a >> 2));
@@ -175,7 +177,8 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
         } catch (const goro::ChanClosed&) {
           threw = true;
         }
-        if (threw != m.closed) return fail(op, std::string("send ") + (threw ? "threw" : "did not throw") + where);
+        if (threw != m.closed)
+          return fail(op, std::string("send ") + (threw ? "threw" : "did not throw") + where);
         if (!threw) m.buf.push_back(v);
         break;
       }
@@ -206,7 +209,8 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
         break;
       }
       case 6: {  // len / cap / bool
-        if (m.ch.len() != m.buf.size()) return fail(op, "len " + std::to_string(m.ch.len()) + where);
+        if (m.ch.len() != m.buf.size())
+          return fail(op, "len " + std::to_string(m.ch.len()) + where);
         if (m.ch.cap() != m.cap) return fail(op, "cap" + where);
         if (static_cast<bool>(m.ch) == m.nil) return fail(op, "operator bool" + where);
         break;
@@ -223,7 +227,8 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
         } catch (const goro::ChanClosed&) {
           threw = true;
         }
-        if (threw != (m.closed || m.nil)) return fail(op, std::string("close ") + (threw ? "threw" : "did not throw") + where);
+        if (threw != (m.closed || m.nil))
+          return fail(op, std::string("close ") + (threw ? "threw" : "did not throw") + where);
         if (!m.nil) m.closed = true;
         break;
       }
@@ -249,13 +254,17 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
         bool threw = false;
         try {
           if (a_send && b_send) {
-            idx = goro::select(goro::on_send(m.ch, va), goro::on_send(n.ch, vb), goro::on_default());
+            idx =
+                goro::select(goro::on_send(m.ch, va), goro::on_send(n.ch, vb), goro::on_default());
           } else if (a_send) {
-            idx = goro::select(goro::on_send(m.ch, va), goro::on_recv(n.ch, on_r), goro::on_default());
+            idx = goro::select(goro::on_send(m.ch, va), goro::on_recv(n.ch, on_r),
+                               goro::on_default());
           } else if (b_send) {
-            idx = goro::select(goro::on_recv(m.ch, on_r), goro::on_send(n.ch, vb), goro::on_default());
+            idx = goro::select(goro::on_recv(m.ch, on_r), goro::on_send(n.ch, vb),
+                               goro::on_default());
           } else {
-            idx = goro::select(goro::on_recv(m.ch, on_r), goro::on_recv(n.ch, on_r), goro::on_default());
+            idx = goro::select(goro::on_recv(m.ch, on_r), goro::on_recv(n.ch, on_r),
+                               goro::on_default());
           }
         } catch (const goro::ChanClosed&) {
           threw = true;
@@ -283,7 +292,8 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
         } else {
           if (!got_any) return fail(op, "receive handler did not run" + sw);
           if (!c.buf.empty()) {
-            if (!got || *got != c.buf.front()) return fail(op, "select received the wrong value" + sw);
+            if (!got || *got != c.buf.front())
+              return fail(op, "select received the wrong value" + sw);
             c.buf.pop_front();
           } else if (got) {
             return fail(op, "select received from a closed, drained channel" + sw);
@@ -308,8 +318,9 @@ std::string run_sequential(std::uint64_t seed, std::int64_t nops) {
 }
 
 TEST_P(ChanModelSequentialTest, MatchesModel) {
-  const std::uint64_t seed = mix(base_seed(), static_cast<std::uint64_t>(GetParam().procs * 2 +
-                                                                          (GetParam().who == Who::kThread)));
+  const std::uint64_t seed =
+      mix(base_seed(),
+          static_cast<std::uint64_t>(GetParam().procs * 2 + (GetParam().who == Who::kThread)));
   const std::int64_t nops = std::max<std::int64_t>(1000, total_ops() / 20);
   std::string result;
   run_on(GetParam().who, [&] {
@@ -331,7 +342,8 @@ INSTANTIATE_TEST_SUITE_P(All, ChanModelSequentialTest,
                                   (i.param.who == Who::kThread ? "_Thread" : "_Goroutine");
                          });
 
-// ---- Concurrent invariants -----------------------------------------------------------------------
+// ---- Concurrent invariants
+// -----------------------------------------------------------------------
 
 constexpr int kChans = 4;
 constexpr int kGoroutineWorkers = 8;
@@ -405,10 +417,13 @@ void worker(Shared& s, WorkerLog& log, int w, std::uint64_t seed, std::int64_t n
   struct RecvCheck {
     bool drained_before;
   };
-  auto before_recv = [&](int c) { return RecvCheck{s.drained[static_cast<std::size_t>(c)].load()}; };
+  auto before_recv = [&](int c) {
+    return RecvCheck{s.drained[static_cast<std::size_t>(c)].load()};
+  };
   auto after_recv = [&](int c, const std::optional<std::uint64_t>& v, RecvCheck k) {
     if (v) {
-      if (k.drained_before) s.bad.add("a value received after closed was reported on " + chan_name(c));
+      if (k.drained_before)
+        s.bad.add("a value received after closed was reported on " + chan_name(c));
       log.received.emplace_back(c, *v);
     } else {
       if (!s.closing[static_cast<std::size_t>(c)].load()) {
@@ -600,7 +615,8 @@ RoundResult run_round(std::uint64_t seed, std::int64_t ops_per_worker) {
             moved = true;
           }
         } catch (const goro::ChanClosed&) {
-          if (!s.closing[static_cast<std::size_t>(c)].load()) s.bad.add("controller: ChanClosed on open channel");
+          if (!s.closing[static_cast<std::size_t>(c)].load())
+            s.bad.add("controller: ChanClosed on open channel");
         }
       }
       fruitless = moved ? 0 : fruitless + 1;
@@ -676,9 +692,9 @@ RoundResult run_round(std::uint64_t seed, std::int64_t ops_per_worker) {
         << "successful closes of chan " << c << "; " << note;
   }
   std::lock_guard<std::mutex> hold(s.bad.mu);
-  EXPECT_EQ(s.bad.count.load(), 0) << "first: " << (s.bad.first.empty() ? "" : s.bad.first[0])
-                                   << (s.bad.first.size() > 1 ? "; " + s.bad.first[1] : "")
-                                   << "; " << note;
+  EXPECT_EQ(s.bad.count.load(), 0)
+      << "first: " << (s.bad.first.empty() ? "" : s.bad.first[0])
+      << (s.bad.first.size() > 1 ? "; " + s.bad.first[1] : "") << "; " << note;
   return rr;
 }
 
@@ -708,11 +724,12 @@ TEST_P(ChanModelConcurrentTest, Invariants) {
   // Most of the program must run on open channels, or the test checks little.
   EXPECT_GT(transfers, ops / 10) << "too few values were sent; " << seed_note(base_seed());
   RecordProperty("operations", std::to_string(ops));
-  std::printf("[ model    ] %lld operations (%lld values sent) in %lld rounds, %.1f s, %lld "
-              "closes by the deadlock breaker (seed %llu)\n",
-              static_cast<long long>(ops), static_cast<long long>(transfers),
-              static_cast<long long>(ran), goro_test::seconds_since(t0),
-              static_cast<long long>(stall_closes), static_cast<unsigned long long>(base_seed()));
+  std::printf(
+      "[ model    ] %lld operations (%lld values sent) in %lld rounds, %.1f s, %lld "
+      "closes by the deadlock breaker (seed %llu)\n",
+      static_cast<long long>(ops), static_cast<long long>(transfers), static_cast<long long>(ran),
+      goro_test::seconds_since(t0), static_cast<long long>(stall_closes),
+      static_cast<unsigned long long>(base_seed()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Procs, ChanModelConcurrentTest, ::testing::Values(1, 2, 8),

@@ -48,7 +48,9 @@ std::int64_t now_ns() {
 // case. (Not goro::sleep_for, so that a sleep_for bug - it once zeroed 4 bytes of the sleeper's
 // stack after waking, see TimeTest.SleepDoesNotCorruptTheGoroutineStack - shows up in
 // time_test, not as random crashes here.)
-void pause(std::chrono::nanoseconds d) { goro::select(goro::on_timeout(d)); }
+void pause(std::chrono::nanoseconds d) {
+  goro::select(goro::on_timeout(d));
+}
 
 template <class Pred>
 bool poll_until(Pred&& pred, double timeout_s = 10.0) {
@@ -137,10 +139,10 @@ class ChanTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam().procs); }
   void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until(
-        [] { return goro::num_goroutine() == g_parked_forever.load(); }))
-        << "goroutines left: " << goro::num_goroutine() << ", parked on purpose "
-        << g_parked_forever.load();
+    EXPECT_TRUE(goro_test::wait_until([] {
+      return goro::num_goroutine() == g_parked_forever.load();
+    })) << "goroutines left: "
+        << goro::num_goroutine() << ", parked on purpose " << g_parked_forever.load();
   }
   Mode mode() const { return GetParam().mode; }
   int procs() const { return GetParam().procs; }
@@ -661,8 +663,8 @@ TEST_P(ChanTest, CloseRacesWithSendersAndReceivers) {
     tasks.join();
     for (int i = 0; i < kSenders * kPer; i++) {
       if (ok[static_cast<std::size_t>(i)] && seen[static_cast<std::size_t>(i)] != 1) lost++;
-      if (seen[static_cast<std::size_t>(i)] > 1 || (!ok[static_cast<std::size_t>(i)] &&
-                                                    seen[static_cast<std::size_t>(i)] != 0)) {
+      if (seen[static_cast<std::size_t>(i)] > 1 ||
+          (!ok[static_cast<std::size_t>(i)] && seen[static_cast<std::size_t>(i)] != 0)) {
         dup++;
       }
     }
@@ -955,15 +957,17 @@ TEST_P(ChanTest, HandleCopiesShareTheChannel) {
   EXPECT_EQ(sum.load(), 5050);
 }
 
-// ---- Stress ---------------------------------------------------------------------------------------
+// ---- Stress
+// ---------------------------------------------------------------------------------------
 
 class ChanStressTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam()); }
   void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until(
-        [] { return goro::num_goroutine() == g_parked_forever.load(); }))
-        << "goroutines left: " << goro::num_goroutine();
+    EXPECT_TRUE(goro_test::wait_until([] {
+      return goro::num_goroutine() == g_parked_forever.load();
+    })) << "goroutines left: "
+        << goro::num_goroutine();
   }
 };
 
@@ -1025,21 +1029,27 @@ void stress(std::size_t cap, std::int64_t total) {
   EXPECT_EQ(payload_errors.load(), 0) << "cap " << cap;
 }
 
-TEST_P(ChanStressTest, BufferedMixedProducersConsumers) { stress(128, scaled(4'000'000)); }
-TEST_P(ChanStressTest, SmallBufferMixedProducersConsumers) { stress(1, scaled(600'000)); }
-TEST_P(ChanStressTest, UnbufferedMixedProducersConsumers) { stress(0, scaled(1'000'000)); }
+TEST_P(ChanStressTest, BufferedMixedProducersConsumers) {
+  stress(128, scaled(4'000'000));
+}
+TEST_P(ChanStressTest, SmallBufferMixedProducersConsumers) {
+  stress(1, scaled(600'000));
+}
+TEST_P(ChanStressTest, UnbufferedMixedProducersConsumers) {
+  stress(0, scaled(1'000'000));
+}
 
 INSTANTIATE_TEST_SUITE_P(Procs, ChanStressTest, ::testing::Values(1, 2, 8),
                          [](const ::testing::TestParamInfo<int>& i) {
                            return "P" + std::to_string(i.param);
                          });
 
-INSTANTIATE_TEST_SUITE_P(
-    All, ChanTest,
-    ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads}, Param{1, Mode::kMixed},
-                      Param{2, Mode::kGoroutines}, Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
-                      Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
-                      Param{8, Mode::kMixed}),
-    param_name);
+INSTANTIATE_TEST_SUITE_P(All, ChanTest,
+                         ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads},
+                                           Param{1, Mode::kMixed}, Param{2, Mode::kGoroutines},
+                                           Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
+                                           Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
+                                           Param{8, Mode::kMixed}),
+                         param_name);
 
 }  // namespace

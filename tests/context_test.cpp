@@ -148,8 +148,11 @@ TEST_P(ContextTest, CalleeSavedRegistersSurvivePark) {
     goro::WaitGroup parked, done;
     parked.add(1);
     done.add(2);
-    std::uint64_t in[6] = {0x1111111111111111ull * (it % 15 + 1), 0xdeadbeefcafef00dull ^ it,
-                           0x0123456789abcdefull + it, ~std::uint64_t{0} - it, 0x8000000000000001ull,
+    std::uint64_t in[6] = {0x1111111111111111ull * (it % 15 + 1),
+                           0xdeadbeefcafef00dull ^ it,
+                           0x0123456789abcdefull + it,
+                           ~std::uint64_t{0} - it,
+                           0x8000000000000001ull,
                            0x5555aaaa5555aaaaull ^ (std::uint64_t{1} << (it % 64))};
     std::uint64_t out[6] = {};
     struct Arg {
@@ -172,8 +175,8 @@ TEST_P(ContextTest, CalleeSavedRegistersSurvivePark) {
     for (int r = 0; r < 6; r++) {
       if (in[r] != out[r]) {
         bad++;
-        ADD_FAILURE() << "iteration " << it << ": " << kRegNames[r] << " was " << std::hex
-                      << in[r] << ", came back " << out[r];
+        ADD_FAILURE() << "iteration " << it << ": " << kRegNames[r] << " was " << std::hex << in[r]
+                      << ", came back " << out[r];
       }
     }
   }
@@ -185,7 +188,9 @@ unsigned short x87_cw() {
   return cw;
 }
 
-void set_x87_cw(unsigned short cw) { asm volatile("fldcw %0" : : "m"(cw)); }
+void set_x87_cw(unsigned short cw) {
+  asm volatile("fldcw %0" : : "m"(cw));
+}
 
 constexpr unsigned kMxcsrFtz = 0x8000, kMxcsrDaz = 0x0040, kMxcsrFlags = 0x003f;
 
@@ -205,9 +210,9 @@ TEST_P(ContextTest, FloatingPointControlStateIsPerGoroutine) {
     bool ftz_daz;
     unsigned short precision;  // x87 precision control bits (9:8)
   };
-  const Mode modes[] = {{FE_UPWARD, true, 0x000},      {FE_DOWNWARD, false, 0x200},
-                        {FE_TOWARDZERO, true, 0x300},  {FE_TONEAREST, false, 0x300},
-                        {FE_UPWARD, false, 0x200},     {FE_DOWNWARD, true, 0x000}};
+  const Mode modes[] = {{FE_UPWARD, true, 0x000},     {FE_DOWNWARD, false, 0x200},
+                        {FE_TOWARDZERO, true, 0x300}, {FE_TONEAREST, false, 0x300},
+                        {FE_UPWARD, false, 0x200},    {FE_DOWNWARD, true, 0x000}};
   std::atomic<int> bad{0};
   goro::WaitGroup wg;
   wg.add(6);
@@ -229,10 +234,10 @@ TEST_P(ContextTest, FloatingPointControlStateIsPerGoroutine) {
         if (fegetround() != m.round || got_csr != want_csr || got_cw != want_cw ||
             third() != want_third) {
           if (bad.fetch_add(1) < 5) {
-            ADD_FAILURE() << "goroutine " << gi << " iteration " << it << std::hex
-                          << ": mxcsr " << got_csr << " want " << want_csr << ", x87 cw "
-                          << got_cw << " want " << want_cw << std::dec << ", round "
-                          << fegetround() << " want " << m.round;
+            ADD_FAILURE() << "goroutine " << gi << " iteration " << it << std::hex << ": mxcsr "
+                          << got_csr << " want " << want_csr << ", x87 cw " << got_cw << " want "
+                          << want_cw << std::dec << ", round " << fegetround() << " want "
+                          << m.round;
           }
         }
       }

@@ -36,8 +36,8 @@ TEST(Errors, ExceptionEscapingNamedGoroutine) {
   EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
   EXPECT_NE(r.err.find("kaboom-named-42"), std::string::npos) << "what()\n" << r.describe();
   EXPECT_NE(r.err.find("std::runtime_error"), std::string::npos) << "type\n" << r.describe();
-  EXPECT_NE(r.err.find("testprog.cpp:" + line), std::string::npos)
-      << "creation site\n" << r.describe();
+  EXPECT_NE(r.err.find("testprog.cpp:" + line), std::string::npos) << "creation site\n"
+                                                                   << r.describe();
   EXPECT_NE(r.err.find("\"x\""), std::string::npos) << "name\n" << r.describe();
 }
 
@@ -48,8 +48,8 @@ TEST(Errors, ExceptionEscapingPlainGoroutineNamesTheSpawningFunction) {
   ASSERT_FALSE(id.empty()) << r.describe();
   EXPECT_NE(r.err.find("goroutine " + id), std::string::npos) << r.describe();
   EXPECT_NE(r.err.find("kaboom-plain-17"), std::string::npos) << r.describe();
-  EXPECT_NE(r.err.find("spawn_plain_panicker"), std::string::npos)
-      << "symbolized creation site\n" << r.describe();
+  EXPECT_NE(r.err.find("spawn_plain_panicker"), std::string::npos) << "symbolized creation site\n"
+                                                                   << r.describe();
 }
 
 TEST(Errors, NonStdExceptionEscapingGoroutine) {
@@ -101,8 +101,7 @@ TEST(Errors, StackOverflow) {
   expect_abort(r);
   std::string id = capture(r.out, "id=([0-9]+)");
   ASSERT_FALSE(id.empty()) << r.describe();
-  EXPECT_NE(r.err.find("goroutine " + id + ": stack overflow"), std::string::npos)
-      << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id + ": stack overflow"), std::string::npos) << r.describe();
   EXPECT_NE(r.err.find("testprog.cpp:" + capture(r.out, "line=([0-9]+)")), std::string::npos)
       << r.describe();
 }
@@ -119,8 +118,8 @@ TEST(Errors, BadGomaxprocsEnvironmentWarnsAndUsesDefault) {
     EXPECT_EQ(capture(r.out, "gomaxprocs=([0-9]+)"), want) << bad << "\n" << r.describe();
     EXPECT_NE(r.out.find("ran=1"), std::string::npos) << bad << "\n" << r.describe();
     EXPECT_NE(r.err.find("GOMAXPROCS"), std::string::npos) << bad << "\n" << r.describe();
-    EXPECT_EQ(goro_test::count_occurrences(r.err, "GOMAXPROCS"), 1)
-        << "one warning\n" << r.describe();
+    EXPECT_EQ(goro_test::count_occurrences(r.err, "GOMAXPROCS"), 1) << "one warning\n"
+                                                                    << r.describe();
   }
 }
 
@@ -134,8 +133,8 @@ TEST(Errors, SetGomaxprocsZeroThrows) {
 
 // RLIMIT_AS cases: sanitizer runtimes reserve huge shadow regions and map memory behind every
 // allocation, so a tight address-space limit breaks them before goro; they run in normal builds.
-#define SKIP_UNDER_SANITIZERS()                                                    \
-  do {                                                                             \
+#define SKIP_UNDER_SANITIZERS()                                                       \
+  do {                                                                                \
     if (goro_test::kSanitizerBuild) GTEST_SKIP() << "RLIMIT_AS vs sanitizer runtime"; \
   } while (0)
 

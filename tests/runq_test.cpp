@@ -63,8 +63,12 @@ void single_owner_fifo() {
   }
 }
 
-TEST(RunQueue, SingleOwnerFifo8) { single_owner_fifo<8>(); }
-TEST(RunQueue, SingleOwnerFifo256) { single_owner_fifo<256>(); }
+TEST(RunQueue, SingleOwnerFifo8) {
+  single_owner_fifo<8>();
+}
+TEST(RunQueue, SingleOwnerFifo256) {
+  single_owner_fifo<256>();
+}
 
 template <std::uint32_t N>
 void full_and_take_half() {
@@ -101,8 +105,12 @@ void full_and_take_half() {
   EXPECT_EQ(q->pop(), nullptr);
 }
 
-TEST(RunQueue, PushFailsWhenFullAndTakeHalfReturnsOlderHalf8) { full_and_take_half<8>(); }
-TEST(RunQueue, PushFailsWhenFullAndTakeHalfReturnsOlderHalf256) { full_and_take_half<256>(); }
+TEST(RunQueue, PushFailsWhenFullAndTakeHalfReturnsOlderHalf8) {
+  full_and_take_half<8>();
+}
+TEST(RunQueue, PushFailsWhenFullAndTakeHalfReturnsOlderHalf256) {
+  full_and_take_half<256>();
+}
 
 TEST(RunQueue, RunnextIsPoppedFirstAndDisplaces) {
   RunQueue<Item, 8> q;
@@ -176,8 +184,12 @@ void steal_half() {
   EXPECT_EQ(thief->steal_from(*victim, true, no_pause), nullptr);
 }
 
-TEST(RunQueue, StealTakesOlderHalf8) { steal_half<8>(); }
-TEST(RunQueue, StealTakesOlderHalf256) { steal_half<256>(); }
+TEST(RunQueue, StealTakesOlderHalf8) {
+  steal_half<8>();
+}
+TEST(RunQueue, StealTakesOlderHalf256) {
+  steal_half<256>();
+}
 
 TEST(RunQueue, StealRunnextOnlyWithStealNext) {
   RunQueue<Item, 8> victim, thief;
@@ -220,8 +232,12 @@ void steal_into_nonempty_queue() {
   }
 }
 
-TEST(RunQueue, StealIntoNonEmptyQueueLosesNothing8) { steal_into_nonempty_queue<8>(); }
-TEST(RunQueue, StealIntoNonEmptyQueueLosesNothing256) { steal_into_nonempty_queue<256>(); }
+TEST(RunQueue, StealIntoNonEmptyQueueLosesNothing8) {
+  steal_into_nonempty_queue<8>();
+}
+TEST(RunQueue, StealIntoNonEmptyQueueLosesNothing256) {
+  steal_into_nonempty_queue<256>();
+}
 
 // Concurrent stress. The owner pushes every item once (sometimes through put_next), pops some
 // itself, and on overflow moves the older half out with take_half (consumed directly, as the

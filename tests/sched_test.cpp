@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -539,10 +539,12 @@ TEST(Go, LargeAndOverAlignedClosures) {
         wg.done();
       });
       // Large arguments rather than captures.
-      goro::go([&](std::array<long, 512> a, Tracked) {
-        sum += a[0];
-        wg.done();
-      }, big, Tracked(&c));
+      goro::go(
+          [&](std::array<long, 512> a, Tracked) {
+            sum += a[0];
+            wg.done();
+          },
+          big, Tracked(&c));
     }
     wg.wait();
   }

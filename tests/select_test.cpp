@@ -51,7 +51,9 @@ std::atomic<std::int64_t> g_parked_forever{0};
 // case. (Not goro::sleep_for, so that a sleep_for bug - it once zeroed 4 bytes of the sleeper's
 // stack after waking, see TimeTest.SleepDoesNotCorruptTheGoroutineStack - shows up in
 // time_test, not as random crashes here.)
-void pause(std::chrono::nanoseconds d) { goro::select(goro::on_timeout(d)); }
+void pause(std::chrono::nanoseconds d) {
+  goro::select(goro::on_timeout(d));
+}
 
 template <class Pred>
 bool poll_until(Pred&& pred, double timeout_s = 10.0) {
@@ -105,10 +107,10 @@ class SelectTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam().procs); }
   void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until(
-        [] { return goro::num_goroutine() == g_parked_forever.load(); }))
-        << "goroutines left: " << goro::num_goroutine() << ", parked on purpose "
-        << g_parked_forever.load();
+    EXPECT_TRUE(goro_test::wait_until([] {
+      return goro::num_goroutine() == g_parked_forever.load();
+    })) << "goroutines left: "
+        << goro::num_goroutine() << ", parked on purpose " << g_parked_forever.load();
   }
   Mode mode() const { return GetParam().mode; }
 };
@@ -176,9 +178,8 @@ TEST_P(SelectTest, RecvCase) {
     goro::Chan<int> closed(0);
     closed.close();
     std::optional<int> v = 1;
-    EXPECT_EQ(goro::select(goro::on_recv(empty), goro::on_recv(closed, [&](std::optional<int> x) {
-                             v = x;
-                           })),
+    EXPECT_EQ(goro::select(goro::on_recv(empty),
+                           goro::on_recv(closed, [&](std::optional<int> x) { v = x; })),
               1);
     EXPECT_FALSE(v.has_value());
   });
@@ -306,8 +307,8 @@ TEST_P(SelectTest, UniformChoiceAmongReadyCases) {
     goro::Chan<int> s(1);
     std::int64_t c3[4] = {0, 0, 0, 0};
     for (std::int64_t t = 0; t < trials; t++) {
-      int i = goro::select(goro::on_recv(a), goro::on_send(s, 7), goro::on_recv(b),
-                           goro::on_default());
+      int i =
+          goro::select(goro::on_recv(a), goro::on_send(s, 7), goro::on_recv(b), goro::on_default());
       c3[i]++;
       if (i == 0) a.send(0);
       if (i == 1) (void)s.recv();
@@ -337,9 +338,8 @@ TEST_P(SelectTest, BlockedSelectWokenBySend) {
   std::atomic<int> index{-1}, value{-1};
   Tasks tasks(mode());
   tasks.spawn([&] {
-    index = goro::select(goro::on_recv(a), goro::on_recv(b, [&](std::optional<int> v) {
-                           value = v.value_or(-2);
-                         }),
+    index = goro::select(goro::on_recv(a),
+                         goro::on_recv(b, [&](std::optional<int> v) { value = v.value_or(-2); }),
                          goro::on_recv(c));
     returned = true;
   });
@@ -504,7 +504,8 @@ TEST_P(SelectTest, NilChannelCasesNeverFire) {
   EXPECT_EQ(returned->load(), 0) << "a select with no case that can fire returned";
 }
 
-// ---- Handlers ------------------------------------------------------------------------------------
+// ---- Handlers
+// ------------------------------------------------------------------------------------
 
 TEST_P(SelectTest, HandlersRunAndIndexIsReturned) {
   run_one(mode(), [] {
@@ -537,9 +538,9 @@ TEST_P(SelectTest, HandlerExceptionPropagates) {
     r.send(1);
     r.send(2);
     try {
-      goro::select(goro::on_recv(never),
-                   goro::on_recv(r, [](std::optional<int> v) { throw std::runtime_error(
-                                     "recv " + std::to_string(*v)); }));
+      goro::select(goro::on_recv(never), goro::on_recv(r, [](std::optional<int> v) {
+                     throw std::runtime_error("recv " + std::to_string(*v));
+                   }));
       ADD_FAILURE() << "no exception";
     } catch (const std::runtime_error& e) {
       EXPECT_EQ(std::string(e.what()), "recv 1");
@@ -599,9 +600,10 @@ TEST_P(SelectTest, CaseValuesDestroyedExactlyOnce) {
       EXPECT_THROW(goro::select(goro::on_send(closed, Tracked(5))), goro::ChanClosed);
       // A receive whose handler throws.
       room.send(Tracked(6));
-      EXPECT_THROW(goro::select(goro::on_recv(room, [](std::optional<Tracked> t) {
-                     if (t) throw std::runtime_error("x");
-                   })),
+      EXPECT_THROW(goro::select(goro::on_recv(room,
+                                              [](std::optional<Tracked> t) {
+                                                if (t) throw std::runtime_error("x");
+                                              })),
                    std::runtime_error);
       // A timeout wins over an unready send case.
       EXPECT_EQ(goro::select(goro::on_send(unbuf, Tracked(7)), goro::on_timeout(0ms)), 1);
@@ -612,7 +614,8 @@ TEST_P(SelectTest, CaseValuesDestroyedExactlyOnce) {
   EXPECT_EQ(Tracked::errors.load(), 0);
 }
 
-// ---- Same channel in several cases, many cases ---------------------------------------------------
+// ---- Same channel in several cases, many cases
+// ---------------------------------------------------
 
 // Selects with a send and a receive case on the same unbuffered channel pair up with each other
 // (never with themselves).
@@ -625,9 +628,8 @@ TEST_P(SelectTest, SendAndRecvOnSameChannel) {
     tasks.spawn([&, w] {
       for (int k = 0; k < rounds; k++) {
         int v = w * rounds + k;
-        int i = goro::select(goro::on_send(c, v), goro::on_recv(c, [&](std::optional<int> x) {
-                               sum_received += *x;
-                             }));
+        int i = goro::select(goro::on_send(c, v),
+                             goro::on_recv(c, [&](std::optional<int> x) { sum_received += *x; }));
         if (i == 0) {
           sent++;
           sum_sent += v;
@@ -643,7 +645,11 @@ TEST_P(SelectTest, SendAndRecvOnSameChannel) {
   Tasks helper(mode() == Mode::kThreads ? Mode::kThreads : Mode::kGoroutines);
   helper.spawn([&] {
     while (!done.load()) {
-      goro::select(goro::on_recv(c, [&](std::optional<int> x) { sum_received += *x; received++; }),
+      goro::select(goro::on_recv(c,
+                                 [&](std::optional<int> x) {
+                                   sum_received += *x;
+                                   received++;
+                                 }),
                    goro::on_send(c, 0, [&] { sent++; }), goro::on_timeout(1ms));
     }
   });
@@ -658,7 +664,8 @@ template <std::size_t N, class F>
 int select_over(std::array<goro::Chan<int>, N>& chans, F&& on_value) {
   return [&]<std::size_t... I>(std::index_sequence<I...>) {
     return goro::select(goro::on_recv(chans[I], [&](std::optional<int> v) { on_value(I, v); })...);
-  }(std::make_index_sequence<N>{});
+  }
+  (std::make_index_sequence<N>{});
 }
 
 // More cases than the implementation keeps on its stack (16 waiters, 64 poll slots).
@@ -704,7 +711,8 @@ TEST_P(SelectTest, ManyCases) {
   EXPECT_EQ(index.load(), static_cast<int>(kN - 3));
 }
 
-// ---- Races ----------------------------------------------------------------------------------------
+// ---- Races
+// ----------------------------------------------------------------------------------------
 
 // Both sides of an unbuffered (or 1-buffered) channel use selects with short timeouts: a value is
 // either sent and received exactly once, or not sent; the timeout never swallows a value.
@@ -760,7 +768,8 @@ TEST_P(SelectTest, NoLostOrDuplicatedValuesUnderContention) {
     std::array<goro::Chan<std::uint64_t>, kChans> v;
     for (int i = 0; i < kChans; i++) {
       if (closing[static_cast<std::size_t>(i)].load()) closed[static_cast<std::size_t>(i)] = true;
-      if (!closed[static_cast<std::size_t>(i)]) v[static_cast<std::size_t>(i)] = ch[static_cast<std::size_t>(i)];
+      if (!closed[static_cast<std::size_t>(i)])
+        v[static_cast<std::size_t>(i)] = ch[static_cast<std::size_t>(i)];
     }
     return v;  // closed channels replaced by nil: their cases never fire
   };
@@ -794,9 +803,10 @@ TEST_P(SelectTest, NoLostOrDuplicatedValuesUnderContention) {
             case 2: {
               // Send on a, or receive from b (this producer then consumes).
               int i = goro::select(goro::on_send(ca, v),
-                                   goro::on_recv(cb, [&](std::optional<std::uint64_t> x) {
-                                     if (x) mine.emplace_back(b, *x);
-                                   }),
+                                   goro::on_recv(cb,
+                                                 [&](std::optional<std::uint64_t> x) {
+                                                   if (x) mine.emplace_back(b, *x);
+                                                 }),
                                    goro::on_timeout(std::chrono::microseconds(rng() % 1000)));
               ok = i == 0;
               break;
@@ -828,7 +838,8 @@ TEST_P(SelectTest, NoLostOrDuplicatedValuesUnderContention) {
         if (std::all_of(closed.begin(), closed.end(), [](bool b) { return b; })) break;
         std::array<goro::Chan<std::uint64_t>, kChans> c;
         for (int i = 0; i < kChans; i++) {
-          if (!closed[static_cast<std::size_t>(i)]) c[static_cast<std::size_t>(i)] = ch[static_cast<std::size_t>(i)];
+          if (!closed[static_cast<std::size_t>(i)])
+            c[static_cast<std::size_t>(i)] = ch[static_cast<std::size_t>(i)];
         }
         auto handler = [&](int i) {
           return [&, i](std::optional<std::uint64_t> x) {
@@ -933,12 +944,12 @@ TEST_P(SelectTest, NoLostOrDuplicatedValuesUnderContention) {
   EXPECT_GT(total_sent, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, SelectTest,
-    ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads}, Param{1, Mode::kMixed},
-                      Param{2, Mode::kGoroutines}, Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
-                      Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
-                      Param{8, Mode::kMixed}),
-    param_name);
+INSTANTIATE_TEST_SUITE_P(All, SelectTest,
+                         ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads},
+                                           Param{1, Mode::kMixed}, Param{2, Mode::kGoroutines},
+                                           Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
+                                           Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
+                                           Param{8, Mode::kMixed}),
+                         param_name);
 
 }  // namespace

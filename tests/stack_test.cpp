@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "goro/goro.hpp"
 #include "base/platform.hpp"
+#include "goro/goro.hpp"
 #include "sched/proc.hpp"
 #include "stack/stack.hpp"
 #include "test_util.hpp"
@@ -348,9 +348,8 @@ TEST_F(StackTest, SetDefaultStackSize) {
   });
   goro::set_default_stack_size(16 * kKiB);
   EXPECT_EQ(goro::default_stack_size(), 16 * kKiB);
-  run_in_goroutine([&] {
-    run_in_goroutine([&] { slot_size = goro::internal::getg()->slot_size; });
-  });
+  run_in_goroutine(
+      [&] { run_in_goroutine([&] { slot_size = goro::internal::getg()->slot_size; }); });
   EXPECT_EQ(slot_size, 16 * kKiB);
   goro::set_default_stack_size(def);
   EXPECT_EQ(goro::default_stack_size(), def);

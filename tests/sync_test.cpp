@@ -42,7 +42,8 @@ void run_mixed(int goroutines, int threads, F body) {
     });
   }
   std::vector<std::thread> ts;
-  for (int i = 0; i < threads; i++) ts.emplace_back([&body, i, goroutines] { body(goroutines + i); });
+  for (int i = 0; i < threads; i++)
+    ts.emplace_back([&body, i, goroutines] { body(goroutines + i); });
   for (auto& t : ts) t.join();
   wg.wait();
 }

@@ -51,7 +51,9 @@ inline std::int64_t scaled(std::int64_t n) {
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(v));
 }
 
-inline int sys_gettid() { return static_cast<int>(::syscall(SYS_gettid)); }
+inline int sys_gettid() {
+  return static_cast<int>(::syscall(SYS_gettid));
+}
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -98,7 +100,9 @@ inline constexpr bool kTsanBuild = false;
 inline constexpr std::int64_t kTsanMaxLive = 4000;
 
 // n, capped to what may be alive at once in this build.
-inline std::int64_t live_cap(std::int64_t n) { return kTsanBuild ? std::min(n, kTsanMaxLive) : n; }
+inline std::int64_t live_cap(std::int64_t n) {
+  return kTsanBuild ? std::min(n, kTsanMaxLive) : n;
+}
 
 // A field of /proc/self/status in kB (VmRSS, VmSize, ...), or -1.
 inline long proc_status_kb(const char* field) {
@@ -130,9 +134,9 @@ inline bool regex_search(const std::string& s, const std::string& re) {
 // The result of a subprocess: how it ended and what it wrote.
 struct ProcResult {
   bool started = false;
-  bool exited = false;   // exited normally with exit_code
+  bool exited = false;  // exited normally with exit_code
   int exit_code = -1;
-  int term_signal = 0;   // killed by this signal (0 if it exited)
+  int term_signal = 0;  // killed by this signal (0 if it exited)
   bool timed_out = false;
   std::string out, err;
 

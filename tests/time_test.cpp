@@ -213,7 +213,8 @@ TEST_P(TimeTest, SleepDoesNotCorruptTheGoroutineStack) {
       << "goro::sleep_for wrote into the goroutine's stack after it woke";
 }
 
-// ---- Deadline order --------------------------------------------------------------------------------
+// ---- Deadline order
+// --------------------------------------------------------------------------------
 
 // Sleepers with deadlines 1..50 ms (from a common start), started in random order, wake in
 // deadline order; only deadlines less than 2 ms apart may swap (5 ms in sanitizer builds, whose
@@ -255,7 +256,8 @@ TEST_P(TimeTest, TimersFireInDeadlineOrder) {
   EXPECT_EQ(last_failure, "") << "in all 3 attempts";
 }
 
-// ---- after ----------------------------------------------------------------------------------------
+// ---- after
+// ----------------------------------------------------------------------------------------
 
 TEST_P(TimeTest, After) {
   Tasks tasks(mode());
@@ -420,7 +422,8 @@ TEST_P(TimeTest, TimerDestroyedBeforeFire) {
   tasks.join();
 }
 
-// ---- Ticker -----------------------------------------------------------------------------------------
+// ---- Ticker
+// -----------------------------------------------------------------------------------------
 
 TEST_P(TimeTest, TickerDeliversTicksAndStopEndsThem) {
   Tasks tasks(mode());
@@ -533,7 +536,8 @@ TEST_P(TimeTest, ThreadTimersFireWhileGoroutinesKeepEveryPBusy) {
                                "fired after 2 s (of 20)";
 }
 
-// ---- Races ------------------------------------------------------------------------------------------
+// ---- Races
+// ------------------------------------------------------------------------------------------
 
 // Each task owns a timer with a deadline of a few microseconds and stops or resets it at about the
 // time it fires. After stop() returns, nothing arrives; after reset(d) at time t, every value
@@ -645,7 +649,8 @@ TEST_P(TimeTest, SharedTimerConcurrentStopAndReset) {
       << "concurrent stop/reset on one Timer";
 }
 
-// ---- Many sleepers, idle CPU ----------------------------------------------------------------------
+// ---- Many sleepers, idle CPU
+// ----------------------------------------------------------------------
 
 TEST_P(TimeTest, ManySleepersAllWake) {
   const std::int64_t n = mode() == Mode::kThreads ? 64 : scaled(100'000);
@@ -706,12 +711,12 @@ TEST_P(TimeTest, SleepingGoroutinesUseLittleCpu) {
   EXPECT_LT(used, 0.2 * wall) << "CPU " << used << " s over " << wall << " s of sleeping";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, TimeTest,
-    ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads}, Param{1, Mode::kMixed},
-                      Param{2, Mode::kGoroutines}, Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
-                      Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
-                      Param{8, Mode::kMixed}),
-    param_name);
+INSTANTIATE_TEST_SUITE_P(All, TimeTest,
+                         ::testing::Values(Param{1, Mode::kGoroutines}, Param{1, Mode::kThreads},
+                                           Param{1, Mode::kMixed}, Param{2, Mode::kGoroutines},
+                                           Param{2, Mode::kThreads}, Param{2, Mode::kMixed},
+                                           Param{8, Mode::kGoroutines}, Param{8, Mode::kThreads},
+                                           Param{8, Mode::kMixed}),
+                         param_name);
 
 }  // namespace

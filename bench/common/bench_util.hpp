@@ -10,9 +10,9 @@
 
 #include <time.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
-#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

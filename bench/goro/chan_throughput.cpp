@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "goro chan_throughput: n=%lld p=%lld cap=%lld gomaxprocs=%d threads=%d "
                "elapsed=%.3f ms\n",
-               (long long)n, (long long)p, (long long)cap, goro::gomaxprocs(),
-               goro::num_threads(), elapsed / 1e6);
+               (long long)n, (long long)p, (long long)cap, goro::gomaxprocs(), goro::num_threads(),
+               elapsed / 1e6);
   return 0;
 }

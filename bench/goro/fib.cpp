@@ -22,7 +22,9 @@ static long fib(int n) {
   return a + b;
 }
 
-static long fib_seq(int n) { return n < 2 ? n : fib_seq(n - 1) + fib_seq(n - 2); }
+static long fib_seq(int n) {
+  return n < 2 ? n : fib_seq(n - 1) + fib_seq(n - 2);
+}
 
 static goro::WaitGroup g_root;  // static: never destroyed under a goroutine still in done()
 

@@ -56,7 +56,6 @@ int main(int argc, char** argv) {
   }
   bench::result("ns_per_op", double(elapsed) / double(n), "ns");
   std::fprintf(stderr, "goro mutex: n=%lld w=%lld gomaxprocs=%d threads=%d elapsed=%.3f ms\n",
-               (long long)n, (long long)w, goro::gomaxprocs(), goro::num_threads(),
-               elapsed / 1e6);
+               (long long)n, (long long)w, goro::gomaxprocs(), goro::num_threads(), elapsed / 1e6);
   return 0;
 }

@@ -46,8 +46,7 @@ int main(int argc, char** argv) {
   g_main.wait();
 
   if (last != n) {
-    std::fprintf(stderr, "pingpong: final value %lld, want %lld\n", (long long)last,
-                 (long long)n);
+    std::fprintf(stderr, "pingpong: final value %lld, want %lld\n", (long long)last, (long long)n);
     return 1;
   }
   bench::result("ns_per_roundtrip", double(elapsed) / double(n), "ns");

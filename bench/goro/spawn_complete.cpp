@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   g_main.wait();
   const std::int64_t elapsed = bench::now_ns() - t0;
   bench::result("ns_per_task", double(elapsed) / double(n), "ns");
-  std::fprintf(stderr, "goro spawn_complete: n=%lld gomaxprocs=%d elapsed=%.3f ms\n",
-               (long long)n, goro::gomaxprocs(), elapsed / 1e6);
+  std::fprintf(stderr, "goro spawn_complete: n=%lld gomaxprocs=%d elapsed=%.3f ms\n", (long long)n,
+               goro::gomaxprocs(), elapsed / 1e6);
   return 0;
 }

@@ -8,8 +8,8 @@
 // Metrics: p50_lateness_us, p99_lateness_us (nearest rank), max_lateness_us, cpu_ms (process
 // user + system CPU time, getrusage(RUSAGE_SELF), from the first spawn to the last wake-up),
 // ms (wall time of the same span).
-#include <goro/goro.hpp>
 #include <sys/resource.h>
+#include <goro/goro.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -113,7 +113,6 @@ int main(int argc, char** argv) {
   bench::result("cpu_ms", double(cpu) / 1e6, "ms");
   bench::result("ms", double(wall) / 1e6, "ms");
   std::fprintf(stderr, "goro timers: n=%lld busy=%lld gomaxprocs=%d threads=%d wall=%.3f ms\n",
-               (long long)n, (long long)busy, goro::gomaxprocs(), goro::num_threads(),
-               wall / 1e6);
+               (long long)n, (long long)busy, goro::gomaxprocs(), goro::num_threads(), wall / 1e6);
   return 0;
 }

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   const std::int64_t elapsed = bench::now_ns() - t0;
 
   bench::result("ns_per_switch", double(elapsed) / double(2 * n), "ns");
-  std::fprintf(stderr, "goro yield: n=%lld gomaxprocs=%d threads=%d elapsed=%.3f s\n",
-               (long long)n, goro::gomaxprocs(), goro::num_threads(), elapsed / 1e9);
+  std::fprintf(stderr, "goro yield: n=%lld gomaxprocs=%d threads=%d elapsed=%.3f s\n", (long long)n,
+               goro::gomaxprocs(), goro::num_threads(), elapsed / 1e9);
   return 0;
 }

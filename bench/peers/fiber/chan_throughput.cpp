@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
   const std::int64_t cap = bench::flag_value(flags, "cap");
   if (n <= 0 || p <= 0 || p > 1024 || cap < 2 || (cap & (cap - 1)) != 0 ||
       bench::flag_value(flags, "procs") > 1) {
-    std::fprintf(stderr, "chan_throughput: bad arguments (the fiber flavour is M:1; -cap must "
-                         "be a power of two)\n");
+    std::fprintf(stderr,
+                 "chan_throughput: bad arguments (the fiber flavour is M:1; -cap must "
+                 "be a power of two)\n");
     return 2;
   }
   using Chan = boost::fibers::buffered_channel<std::int64_t>;

@@ -16,7 +16,9 @@ static long fib(int n) {
   return a + b;
 }
 
-static long fib_seq(int n) { return n < 2 ? n : fib_seq(n - 1) + fib_seq(n - 2); }
+static long fib_seq(int n) {
+  return n < 2 ? n : fib_seq(n - 1) + fib_seq(n - 2);
+}
 
 int main(int argc, char** argv) {
   std::vector<bench::Flag> flags = {{"n", 27, "fib argument"},
