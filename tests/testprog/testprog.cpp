@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdarg>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,9 +20,9 @@
 #include <system_error>
 #include <thread>
 
-#include "base/platform.hpp"
 #include "goro/goro.hpp"
 #include "sched/proc.hpp"
+#include "base/platform.hpp"
 #include "stack/stack.hpp"
 
 namespace {
@@ -70,8 +70,7 @@ long vm_size_kb() {
 // ---- uncaught exceptions -------------------------------------------------------------------
 
 int panic_named() {
-  say("line=%d\n", __LINE__);
-  goro::go({.name = "x"}, [] {
+  say("line=%d\n", __LINE__); goro::go({.name = "x"}, [] {
     say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
     throw std::runtime_error("kaboom-named-42");
   });
@@ -112,8 +111,7 @@ int wg_negative_thread() {
 }
 
 int wg_negative_goroutine() {
-  say("line=%d\n", __LINE__);
-  goro::go({.name = "negwg"}, [] {
+  say("line=%d\n", __LINE__); goro::go({.name = "negwg"}, [] {
     goro::WaitGroup wg;
     say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
     wg.add(2);
@@ -154,8 +152,7 @@ int unlock_unlocked_goroutine() {
 }
 
 int stack_overflow_named() {
-  say("line=%d\n", __LINE__);
-  goro::go({.name = "deep"}, [] {
+  say("line=%d\n", __LINE__); goro::go({.name = "deep"}, [] {
     say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
     g_sink = static_cast<char>(recurse_forever(0));
   });
@@ -354,7 +351,7 @@ int thread_fail() {
   int threads_before = goro::num_threads();
   rlimit old{};
   if (!lower_as_limit(&old, 64)) return 3;  // less than a 256 KiB thread stack
-  goro::set_gomaxprocs(4);                  // three idle Ps, no M to run them (creating one fails)
+  goro::set_gomaxprocs(4);  // three idle Ps, no M to run them (creating one fails)
   std::atomic<int> ran{0};
   int ok = 0, failed = 0;
   for (int i = 0; i < 20; i++) {
