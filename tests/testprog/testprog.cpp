@@ -5,6 +5,9 @@
 //
 // Lines that tests match ("testprog.cpp:<line>") are printed with __LINE__ on the line of the
 // go() call (before it), so editing this file cannot desynchronize them.
+// Not clang-formatted: tests compare the source line this program reports for a go() call
+// with the creation site in its crash message, so each such call stays on one line.
+// clang-format off
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -452,3 +455,4 @@ int main(int argc, char** argv) {
   }
   return cases.at(argv[1])();
 }
+// clang-format on
