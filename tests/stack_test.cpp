@@ -182,7 +182,10 @@ TEST_F(StackTest, SlotsAreReused) {
   EXPECT_LE(warm - initial, std::size_t{64} << 20) << "warm-up mapped more than 4 slabs";
   sequential(n / 2);
   sequential(n / 2);
-  EXPECT_EQ(reserved(), warm) << "sequential goroutines keep mapping new stacks";
+  // One more slab is tolerated: a goroutine preempted at a slice end under load can hold its
+  // slot a moment longer. Leaking slots would map a slab every ~60 goroutines.
+  EXPECT_LE(reserved(), warm + (std::size_t{16} << 20))
+      << "sequential goroutines keep mapping new stacks";
   // In bursts too: 1000 live at a time.
   std::size_t after_burst = 0;
   for (int round = 0; round < 6; round++) {

@@ -6,6 +6,7 @@
 #include "goro/context.hpp"    // IWYU pragma: export
 #include "goro/go.hpp"         // IWYU pragma: export
 #include "goro/group.hpp"      // IWYU pragma: export
+#include "goro/preempt.hpp"    // IWYU pragma: export
 #include "goro/runtime.hpp"    // IWYU pragma: export
 #include "goro/rwmutex.hpp"    // IWYU pragma: export
 #include "goro/select.hpp"     // IWYU pragma: export

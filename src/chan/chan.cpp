@@ -193,6 +193,7 @@ void send_to_buffer(ChanCore* c, void* src) {
 }  // namespace
 
 ChanCore* chan_make(std::size_t cap, const ElemOps* ops) {
+  EnterRuntime enter;
   std::size_t align = ops->align < alignof(ChanCore) ? alignof(ChanCore) : ops->align;
   std::size_t elemsize = (ops->size + ops->align - 1) / ops->align * ops->align;
   std::size_t header = (sizeof(ChanCore) + align - 1) / align * align;
@@ -211,6 +212,7 @@ void chan_retain(ChanCore* c) noexcept {
 }
 
 void chan_release(ChanCore* c) noexcept {
+  EnterRuntime enter;
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   for (std::size_t i = 0, x = c->recvx; i < c->count; i++) {
     c->ops->destroy(c->slot(x));
@@ -222,6 +224,7 @@ void chan_release(ChanCore* c) noexcept {
 }
 
 bool chan_send(ChanCore* c, void* src, bool block) {
+  EnterRuntime enter;
   if (c == nullptr) {
     if (!block) return false;
     block_forever(WaitReason::kChanSendNil);
@@ -258,6 +261,7 @@ bool chan_send(ChanCore* c, void* src, bool block) {
 }
 
 RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
+  EnterRuntime enter;
   if (c == nullptr) {
     if (!block) return RecvResult::kWouldBlock;
     block_forever(WaitReason::kChanReceiveNil);
@@ -292,6 +296,7 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
 }
 
 void chan_close(ChanCore* c) {
+  EnterRuntime enter;
   if (c == nullptr) throw ChanClosed("close of nil channel");
   c->lock.lock();
   if (c->closed) {
@@ -385,6 +390,7 @@ void select_timer_fired(void* arg, std::int64_t) {
 }  // namespace
 
 int select_impl(SelectCase* cases, int n, bool block) {
+  EnterRuntime enter;
   if (n > kMaxSelectCases) throw std::invalid_argument("goro::select: too many cases");
   // 1. Poll order (uniform shuffle) and lock order (distinct channels by address).
   int order[kMaxSelectCases > 0 ? 64 : 1];

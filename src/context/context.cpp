@@ -27,6 +27,7 @@
 #include "base/lock.hpp"
 #include "base/platform.hpp"
 #include "goro/context.hpp"
+#include "sched/proc.hpp"
 #include "time/timer.hpp"
 
 namespace goro {
@@ -52,6 +53,7 @@ struct ContextState {
 };
 
 void ContextState::add_child(ContextState* c) {
+  EnterRuntime enter;
   ContextErr perr;
   {
     LockGuard hold(lock);
@@ -65,12 +67,14 @@ void ContextState::add_child(ContextState* c) {
 }
 
 void ContextState::remove_child(ContextState* c) {
+  EnterRuntime enter;
   LockGuard hold(lock);
   auto it = std::find(children.begin(), children.end(), c);
   if (it != children.end()) children.erase(it);
 }
 
 void ContextState::cancel(ContextErr why) noexcept {
+  EnterRuntime enter;
   std::vector<ContextState*> kids;
   {
     LockGuard hold(lock);
@@ -92,6 +96,7 @@ void ContextState::cancel(ContextErr why) noexcept {
 }
 
 ContextState::~ContextState() {
+  EnterRuntime enter;
   if (timer_armed) timer_stop(&timer);
   token_cb.reset();
   if (parent) parent->remove_child(this);
@@ -104,6 +109,7 @@ void deadline_fired(void* arg, std::int64_t) {
 }
 
 std::shared_ptr<ContextState> derive(const std::shared_ptr<ContextState>& parent) {
+  EnterRuntime enter;
   auto s = std::make_shared<ContextState>();
   s->parent = parent;
   if (parent) {

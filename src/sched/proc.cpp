@@ -100,6 +100,7 @@
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
 #include "debug/symbolize.hpp"
+#include "goro/preempt.hpp"
 #include "goro/runtime.hpp"
 #include "stack/stack.hpp"
 
@@ -145,7 +146,7 @@ GORO_OPAQUE M* getm() noexcept {
 GORO_OPAQUE G* getg() noexcept {
   M* m = tls_m;
   asm volatile("" : "+r"(m));
-  return m != nullptr ? m->curg : nullptr;
+  return m != nullptr ? m->curg.load(std::memory_order_relaxed) : nullptr;
 }
 
 const char* wait_reason_string(WaitReason r) noexcept {
@@ -302,7 +303,7 @@ G* globrunqget(P* p, int max) {
 
 void pidleput(P* p) {
   p->status.store(kPIdle, std::memory_order_relaxed);
-  p->m = nullptr;
+  p->m.store(nullptr, std::memory_order_relaxed);
   p->link = sched.pidle;
   sched.pidle = p;
   sched.npidle.fetch_add(1, std::memory_order_seq_cst);
@@ -316,6 +317,12 @@ P* pidleget() {
     sched.pidle = p->link;
     p->status.store(kPRunning, std::memory_order_relaxed);
     sched.npidle.fetch_sub(1, std::memory_order_seq_cst);
+    if (sched.sysmonwait) {
+      // A P gets busy: sysmon, asleep while all were idle, watches again.
+      sched.sysmonwait = false;
+      sched.coarse_now.store(nanotime(), std::memory_order_relaxed);
+      sched.sysmon_note.wakeup();
+    }
   }
   return p;
 }
@@ -379,11 +386,20 @@ P* allp_at(int i) {
 }
 
 void acquirep(M* m, P* p) {
-  if (p->m != nullptr || p->status.load(std::memory_order_relaxed) != kPRunning) {
+  if (p->m.load(std::memory_order_relaxed) != nullptr ||
+      p->status.load(std::memory_order_relaxed) != kPRunning) {
     fatal("acquirep: invalid p state");
   }
   m->p = p;
-  p->m = m;
+  p->m.store(m, std::memory_order_relaxed);
+}
+
+// Detaches m from its P and returns it (Go's releasep).
+P* releasep(M* m) {
+  P* p = m->p;
+  m->p = nullptr;
+  p->m.store(nullptr, std::memory_order_relaxed);
+  return p;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +483,21 @@ void* mstart(void* arg);
 // Creates an M. With p == null it starts idle (queued in midle before it runs). Returns false
 // if the thread cannot be created (errno-style code in *err).
 bool newm(P* p, bool spinning, int* err) {
-  auto* m = new (std::nothrow) M;
+  M* m = nullptr;
+  {
+    LockGuard hold(sched.lock);
+    if (sched.mfree != nullptr) {
+      m = sched.mfree;
+      sched.mfree = m->freelink;
+    }
+  }
+  if (m != nullptr) {
+    // A record whose thread exited: start afresh (sysmon may still read its atomics).
+    m->~M();
+    new (m) M;
+  } else {
+    m = new (std::nothrow) M;
+  }
   if (m == nullptr) {
     *err = ENOMEM;
     return false;
@@ -697,7 +727,7 @@ void retirep(M* m) {
   LockGuard hold(sched.lock);
   if (n > 0) globrunqputbatch(batch_head, batch_tail, n);
   m->p = nullptr;
-  p->m = nullptr;
+  p->m.store(nullptr, std::memory_order_relaxed);
   if (p->id < sched.gomaxprocs.load(std::memory_order_relaxed)) {
     // Revived while we were getting here.
     p->retire.store(false, std::memory_order_relaxed);
@@ -763,8 +793,10 @@ bool any_local_work() {
   return false;
 }
 
-// Finds a goroutine to run; parks the M while there is none. Returns with m->p held.
-G* find_runnable(M* m) {
+// Finds a goroutine to run; parks the M while there is none. Returns with m->p held. *inherit
+// is set when the goroutine came from runnext: it continues the current time slice.
+G* find_runnable(M* m, bool* inherit) {
+  *inherit = false;
   for (;;) {
     P* p = m->p;
     if (p->retire.load(std::memory_order_relaxed)) {
@@ -790,7 +822,7 @@ G* find_runnable(M* m) {
       LockGuard hold(sched.lock);
       gp = globrunqget(p, 1);
     }
-    if (gp == nullptr) gp = p->runq.pop();
+    if (gp == nullptr) gp = p->runq.pop(inherit);
     if (gp == nullptr && sched.runqsize.load(std::memory_order_relaxed) > 0) {
       LockGuard hold(sched.lock);
       gp = globrunqget(p, 0);
@@ -859,17 +891,22 @@ inline void restore_eh(M* m, G* gp) {
   *m->eh = gp->eh;
 }
 
-// g0 → gp. Returns (on g0) when gp calls mcall.
-void execute(M* m, G* gp) {
+// g0 → gp. Returns (on g0) when gp calls mcall. A goroutine that does not inherit the time
+// slice starts a new one: the P's schedtick, which sysmon watches, moves on.
+void execute(M* m, G* gp, bool inherit) {
   if (gp->sp == nullptr) {
     // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
     stack_bind(&m->p->cache, gp);
     gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
   }
-  m->curg = gp;
+  m->curg.store(gp, std::memory_order_relaxed);
   gp->m = m;
   gp->status.store(kGRunning, std::memory_order_relaxed);
-  m->p->schedtick++;
+  gp->preempt.store(false, std::memory_order_relaxed);
+  if (!inherit) {
+    m->p->schedtick.store(m->p->schedtick.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+  }
   restore_eh(m, gp);
 #if defined(GORO_ASAN)
   __sanitizer_start_switch_fiber(&m->asan_g0_fake_stack, reinterpret_cast<void*>(gp->stack_lo),
@@ -917,13 +954,74 @@ void mcall(G* (*fn)(M*, G*), bool dying = false) {
 #endif
 }
 
-[[noreturn]] void schedule_loop(M* m) {
+// Hands m's P to another M (or the idle list) while m blocks without running goroutines (a
+// locked M whose goroutine parked, or one whose thread exits). Go's handoffp.
+void handoffp(P* p) {
+  // Work to do, or a retirement to carry out: an M must run the P.
+  if (!p->runq.empty() || sched.runqsize.load(std::memory_order_relaxed) > 0 ||
+      p->retire.load(std::memory_order_relaxed)) {
+    startm(p, false);
+    return;
+  }
+  // Nobody spinning and no idle P: this P is the only one that could pick up new work.
+  int zero = 0;
+  if (sched.nmspinning.load(std::memory_order_relaxed) + sched.npidle.load() == 0 &&
+      sched.nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) {
+    startm(p, true);
+    return;
+  }
+  sched.lock.lock();
+  if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
+    sched.lock.unlock();
+    startm(p, false);
+    return;
+  }
+  pidleput(p);
+  bool sleeper = sched.timer_sleeper != nullptr;
+  sched.lock.unlock();
+  // Its timers must still fire: make sure an idle M watches them.
+  if (std::int64_t next = p->timers.next.load(std::memory_order_relaxed); next != 0) {
+    wake_timer_sleeper(next);
+    if (!sleeper) wakep();
+  }
+}
+
+// The current M picked gp, which is locked to another M: hand gp's M our P (it runs gp next)
+// and park (Go's startlockedm).
+void startlockedm(M* m, G* gp) {
+  M* lm = gp->lockedm;
+  P* p = releasep(m);
+  lm->nextp.store(p, std::memory_order_release);
+  lm->park.wakeup();
+  stopm_until_work(m);
+}
+
+// m's locked goroutine is not running: give the P away and sleep until startlockedm hands a P
+// back with the goroutine runnable (Go's stoplockedm).
+void stoplockedm(M* m) {
+  handoffp(releasep(m));
+  acquirep(m, wait_nextp(m));
+}
+
+// The thread of m exits: its goroutine returned while locked to it.
+void mexit(M* m) {
+  handoffp(releasep(m));
+  m->lockedg = nullptr;
+  stack_exit_thread(m);
+}
+
+void schedule_loop_body(M* m) {
   G* next = nullptr;
   for (;;) {
     G* gp = next;
+    bool inherit = true;
     if (gp == nullptr) {
-      gp = find_runnable(m);
+      gp = find_runnable(m, &inherit);
       if (m->spinning) reset_spinning(m);
+      if (gp->lockedm != nullptr && gp->lockedm != m) {
+        startlockedm(m, gp);
+        continue;
+      }
       if constexpr (kChaos) {
         // Bounce a goroutine off the M it last ran on, a few times, so it resumes elsewhere.
         if (gp->lastm == m && sched.gomaxprocs.load(std::memory_order_relaxed) > 1 &&
@@ -940,17 +1038,27 @@ void mcall(G* (*fn)(M*, G*), bool dying = false) {
         gp->lastm = m;
       }
     }
-    execute(m, gp);
+    execute(m, gp, inherit);
     auto fn = m->mcall_fn;
     m->mcall_fn = nullptr;
-    m->curg = nullptr;
+    m->curg.store(nullptr, std::memory_order_relaxed);
     next = fn(m, gp);
+    if (m->exiting) {
+      m->exiting = false;
+      mexit(m);
+      return;
+    }
+    if (m->lockedg != nullptr && next == nullptr) {
+      // The locked goroutine parked or yielded: this M runs nothing else meanwhile.
+      stoplockedm(m);
+      next = m->lockedg;
+    }
   }
 }
 
 void init_m_thread(M* m) {
   tls_m = m;
-  m->tid = gettid();
+  m->tid.store(static_cast<int>(gettid()), std::memory_order_relaxed);
   m->eh = reinterpret_cast<EhGlobals*>(__cxa_get_globals());
   m->control_words = current_control_words();
   pthread_attr_t attr;
@@ -976,7 +1084,13 @@ void* mstart(void* arg) {
   init_m_thread(m);
   // Started idle (queued in midle by newm): wait for startm's P.
   acquirep(m, m->start_idle ? wait_nextp(m) : m->nextp.exchange(nullptr));
-  schedule_loop(m);
+  schedule_loop_body(m);
+  // A locked goroutine returned: the thread ends and its record waits for reuse by newm.
+  tls_m = nullptr;
+  LockGuard hold(sched.lock);
+  m->freelink = sched.mfree;
+  sched.mfree = m;
+  return nullptr;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,6 +1113,23 @@ G* park_m(M* m, G* gp) {
   return nullptr;
 }
 
+}  // namespace
+
+// A preempted goroutine goes to the global queue, behind everything that waited (Go's
+// gopreempt_m).
+G* preempt_m(M* m, G* gp) {
+  (void)m;
+  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  {
+    LockGuard hold(sched.lock);
+    globrunqput(gp);
+  }
+  wakep();
+  return nullptr;
+}
+
+namespace {
+
 G* yield_m(M* m, G* gp) {
   gp->status.store(kGRunnable, std::memory_order_relaxed);
   if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
@@ -1016,6 +1147,12 @@ G* yield_m(M* m, G* gp) {
 G* goexit_m(M* m, G* gp) {
   gp->status.store(kGDead, std::memory_order_relaxed);
   gp->m = nullptr;
+  if (gp->lockedm != nullptr) {
+    // Returned while locked: the thread goes with it (schedule_loop_body sees `exiting`).
+    gp->lockedm = nullptr;
+    gp->lockdepth = 0;
+    m->exiting = true;
+  }
 #if defined(GORO_TSAN)
   __tsan_destroy_fiber(gp->tsan_fiber);
   gp->tsan_fiber = nullptr;
@@ -1073,6 +1210,16 @@ void free_closure(G* gp) {
     print_goroutine_header(gp, "");
     die();
   }
+  // From here on runtime code runs on this stack: no preemption (it would migrate mcall).
+  if (gp->preempt_off.load(std::memory_order_relaxed) != 0) {
+    RawBuf b;
+    b.str("fatal error: goroutine ").udec(gp->goid).str(" returned with a goro::NoPreempt alive\n");
+    b.flush();
+    print_goroutine_header(gp, "");
+    die();
+  }
+  gp->preempt_off.store(1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   free_closure(gp);
   mcall(goexit_m, /*dying=*/true);
   fatal("goexit: dead goroutine resumed");
@@ -1194,6 +1341,7 @@ void start_runtime() {
     sched.nallp.store(procs, std::memory_order_release);
     sched.gomaxprocs.store(procs, std::memory_order_relaxed);
   }
+  sysmon_init();
   sched.started.store(true, std::memory_order_release);
 }
 
@@ -1296,6 +1444,10 @@ void gosched() noexcept {
   mcall(yield_m);
 }
 
+void mcall_from(G* (*fn)(M*, G*)) noexcept {
+  mcall(fn);
+}
+
 bool can_spin(int iter) noexcept {
   if (iter >= 4 || num_cpu() <= 1) return false;
   M* m = getm();
@@ -1342,6 +1494,7 @@ void print_current_goroutine_context() noexcept {
 
 G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, void** closure,
                  SpawnSite site) {
+  EnterRuntime enter;
   ensure_started();
   std::size_t stack_size = 0;
   if (opts != nullptr && opts->stack_size != 0) {
@@ -1378,6 +1531,7 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
 }
 
 void newproc_abort(G* gp) noexcept {
+  EnterRuntime enter;
   free_closure(gp);
   LocalCache* p = local_cache();
   stack_unreserve(p, gp);
@@ -1385,6 +1539,7 @@ void newproc_abort(G* gp) noexcept {
 }
 
 std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
+  EnterRuntime enter;
   try {
     ensure_m_for_wakeup();
   } catch (...) {
@@ -1394,6 +1549,11 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   }
   gp->run = run;
   gp->destroy = destroy;
+  gp->preempt_off.store(0, std::memory_order_relaxed);
+  gp->preempt.store(false, std::memory_order_relaxed);
+  gp->oslocks = 0;
+  gp->lockedm = nullptr;
+  gp->lockdepth = 0;
   LocalCache* lc = local_cache();
   if (lc->goid_next == lc->goid_end) {
     constexpr std::uint64_t kBatch = 16;
@@ -1441,6 +1601,7 @@ namespace goro {
 using namespace internal;
 
 void yield() noexcept {
+  EnterRuntime enter;
   gosched();
 }
 
@@ -1454,6 +1615,7 @@ int max_procs() noexcept {
 }
 
 int set_gomaxprocs(int n) {
+  EnterRuntime enter;
   if (n < 1 || n > kMaxProcs) {
     throw std::invalid_argument("goro::set_gomaxprocs: n must be within [1, max_procs()]");
   }
@@ -1504,6 +1666,7 @@ int num_cpu() noexcept {
 }
 
 std::int64_t num_goroutine() noexcept {
+  EnterRuntime enter;
   // Per-cache counts (see LocalCache): live plain threads' caches are registered in
   // thread_caches, exited ones were folded into ngoroutines_retired.
   std::int64_t n = sched.ngoroutines_retired.load(std::memory_order_relaxed);
@@ -1535,8 +1698,48 @@ void set_default_stack_size(std::size_t bytes) {
   if (bytes < kMinStackSize || bytes > kMaxStackSize) {
     throw std::invalid_argument("goro::set_default_stack_size: must be within [16 KiB, 1 GiB]");
   }
+  EnterRuntime enter;
   ensure_started();  // the stack classes exist from start-up on: no race with it
   stack_set_default_size(bytes);
+}
+
+namespace {
+thread_local int tls_thread_lockdepth = 0;  // lock_os_thread() on a plain thread only counts
+}  // namespace
+
+void lock_os_thread() {
+  EnterRuntime enter;
+  G* g = getg();
+  int& depth = g != nullptr ? g->lockdepth : tls_thread_lockdepth;
+  if (depth == INT32_MAX) throw std::logic_error("goro::lock_os_thread: nesting overflow");
+  if (depth++ == 0 && g != nullptr) {
+    M* m = getm();
+    g->lockedm = m;
+    m->lockedg = g;
+  }
+}
+
+void unlock_os_thread() {
+  EnterRuntime enter;
+  G* g = getg();
+  int& depth = g != nullptr ? g->lockdepth : tls_thread_lockdepth;
+  if (depth == 0) {
+    throw std::logic_error("goro::unlock_os_thread: not locked (unbalanced with lock_os_thread)");
+  }
+  if (--depth == 0 && g != nullptr) {
+    g->lockedm->lockedg = nullptr;
+    g->lockedm = nullptr;
+  }
+}
+
+int os_thread_lock_depth() noexcept {
+  G* g = getg();
+  return g != nullptr ? g->lockdepth : tls_thread_lockdepth;
+}
+
+int os_thread_id() noexcept {
+  M* m = getm();
+  return m != nullptr ? m->tid.load(std::memory_order_relaxed) : static_cast<int>(gettid());
 }
 
 namespace this_goroutine {

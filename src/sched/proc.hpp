@@ -105,6 +105,26 @@ struct alignas(64) G {
   // --- Park/ready handshake (param passed by the readier, e.g. a semaphore ticket).
   std::uintptr_t param = 0;
 
+  // --- Debug: when it last parked (nanotime(), to about 10 ms: sched.coarse_now) and how many
+  // times it has parked (incremented before status becomes kGWaiting, so a reader that sees
+  // the same parkgen around a read of a waiting G's stack knows the G did not run meanwhile).
+  std::int64_t waitsince = 0;
+  std::atomic<std::uint32_t> parkgen{0};
+
+  // --- Preemption (see "Preemption" in sysmon.cpp).
+  // Runtime entries and NoPreempt guards in progress on this goroutine. Written only by the
+  // goroutine itself (plain load/store, followed by a signal fence), read by the SIGURG handler
+  // on the same thread.
+  std::atomic<std::uint32_t> preempt_off{0};
+  // Set by sysmon: yield at the next safe point. Cleared when the goroutine next runs.
+  std::atomic<bool> preempt{false};
+  // pthread mutexes (and rwlocks) held, counted by the interposer (hook/pthread_hooks.cpp).
+  std::uint32_t oslocks = 0;
+
+  // --- LockOSThread: the M it is wired to, and the nesting depth. Written by the goroutine.
+  M* lockedm = nullptr;
+  std::int32_t lockdepth = 0;
+
   // --- A small closure, stored here instead of on the heap.
   alignas(16) unsigned char closure_buf[kInlineClosure];
 };
@@ -145,8 +165,9 @@ struct alignas(64) P {
   std::atomic<std::uint32_t> status{kPIdle};
   std::atomic<bool> retire{false};  // set by set_gomaxprocs: stop at the next schedule
   P* link = nullptr;                // in sched.pidle; under sched.lock
-  M* m = nullptr;                   // holder while running
-  std::uint32_t schedtick = 0;      // owner only
+  std::atomic<M*> m{nullptr};       // holder while running (written by it; sysmon reads it)
+  // Incremented by its M each time it starts a goroutine on a new time slice; read by sysmon.
+  std::atomic<std::uint32_t> schedtick{0};
   RunQueue<G, 256> runq;
   TimerHeap timers;  // its own lock
   LocalCache cache;  // owner only
@@ -155,9 +176,9 @@ struct alignas(64) P {
 // An M: an OS thread that runs goroutines. Its own thread stack is its "g0": the scheduler
 // loop and the code that runs between goroutines (mcall functions) run there.
 struct M {
-  void* g0_sp = nullptr;  // the g0 context's saved stack pointer while a goroutine runs
-  G* curg = nullptr;      // the goroutine running on it; written only by this M
-  P* p = nullptr;         // the P it holds; written by this M (or before it starts)
+  void* g0_sp = nullptr;          // the g0 context's saved stack pointer while a goroutine runs
+  std::atomic<G*> curg{nullptr};  // the goroutine running on it; written only by this M
+  P* p = nullptr;                 // the P it holds; written by this M (or before it starts)
   // A P handed over by startm (written before its park.wakeup(), read after park wakes; a
   // stale wake-up can come first, so the reader waits until it is non-null).
   std::atomic<P*> nextp{nullptr};
@@ -167,8 +188,16 @@ struct M {
   Note park;                 // idle Ms sleep here
   M* schedlink = nullptr;    // in sched.midle; under sched.lock
   std::int64_t id = 0;
-  int tid = 0;
+  std::atomic<int> tid{0};  // read by sysmon to signal it
   pthread_t thread{};
+  // LockOSThread: the goroutine wired to this M (it runs nothing else), written by that
+  // goroutine; `exiting` is set when it returned while locked, so the thread exits.
+  G* lockedg = nullptr;
+  bool exiting = false;
+  // Set by sysmon just before it sends SIGURG to this thread, consumed by the handler: tells
+  // a preemption signal from one the application (or the kernel, for TCP urgent data) sent.
+  std::atomic<bool> preempt_signal{false};
+  M* freelink = nullptr;  // in sched.mfree once its thread exited; under sched.lock
   // What to run on g0 after the current goroutine switched away; returns a G to run at once
   // (a cancelled park) or null to schedule.
   G* (*mcall_fn)(M*, G*) = nullptr;
@@ -210,6 +239,14 @@ struct Sched {
   // sleep_until is its deadline (INT64_MAX when there is none), also read without the lock.
   M* timer_sleeper = nullptr;
   std::atomic<std::int64_t> sleep_until{INT64_MAX};
+  // M records whose threads exited (LockOSThread), for newm to reuse: M records are never
+  // freed, so sysmon may read a stale p->m. Under lock.
+  M* mfree = nullptr;
+  // sysmon sleeps on sysmon_note while every P is idle (sysmonwait, under lock); pidleget
+  // wakes it. coarse_now is nanotime() as of sysmon's last tick (or that wake-up).
+  bool sysmonwait = false;
+  Note sysmon_note;
+  std::atomic<std::int64_t> coarse_now{0};
 };
 
 extern Sched sched;
@@ -241,6 +278,45 @@ void wakep() noexcept;
 
 // Lets the calling goroutine run others and come back (Gosched). Plain threads sched_yield.
 void gosched() noexcept;
+
+// Preemption (sysmon.cpp). EnterRuntime brackets every runtime entry point that may run on a
+// goroutine: while one is alive the goroutine is not preempted asynchronously, and when the
+// outermost one ends, a pending preemption request is served (the goroutine yields to the
+// global queue). So runtime code never migrates in the middle of touching its P or holding a
+// Lock, except by parking, which it does deliberately.
+void preempt_yield() noexcept;
+class EnterRuntime {
+ public:
+  EnterRuntime() noexcept : g_(getg()) {
+    if (g_ != nullptr) {
+      g_->preempt_off.store(g_->preempt_off.load(std::memory_order_relaxed) + 1,
+                            std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+  }
+  ~EnterRuntime() {
+    if (g_ == nullptr) return;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    std::uint32_t n = g_->preempt_off.load(std::memory_order_relaxed) - 1;
+    g_->preempt_off.store(n, std::memory_order_relaxed);
+    if (n == 0 && g_->preempt.load(std::memory_order_relaxed)) preempt_yield();
+  }
+  EnterRuntime(const EnterRuntime&) = delete;
+  EnterRuntime& operator=(const EnterRuntime&) = delete;
+
+ private:
+  G* g_;
+};
+
+// Starts sysmon and installs the preemption signal handler (sysmon.cpp); start_runtime calls
+// it once.
+void sysmon_init() noexcept;
+// sysmon's view, for tests and stats: whether asynchronous preemption is enabled.
+bool async_preempt_enabled() noexcept;
+// The mcall function that queues a preempted goroutine on the global run queue (proc.cpp).
+G* preempt_m(M* m, G* gp);
+// Calls mcall(fn) for the calling goroutine (proc.cpp).
+void mcall_from(G* (*fn)(M*, G*)) noexcept;
 
 // Whether a spinning wait on a contended lock is worthwhile (Go's sync_runtime_canSpin).
 bool can_spin(int iter) noexcept;

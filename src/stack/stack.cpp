@@ -399,6 +399,15 @@ void stack_init_thread(M* m) noexcept {
   if (::sigaltstack(&ss, nullptr) == 0) m->altstack = mem;
 }
 
+void stack_exit_thread(M* m) noexcept {
+  if (m->altstack == nullptr) return;
+  stack_t ss{};
+  ss.ss_flags = SS_DISABLE;
+  ::sigaltstack(&ss, nullptr);
+  ::munmap(m->altstack, kAltStackSize);
+  m->altstack = nullptr;
+}
+
 void stack_reserve(LocalCache* p, G* g, std::size_t size) {
   StackClass* c = default_class.load(std::memory_order_acquire);
   if (size == 0 || round_up(size, page_size()) == c->size) {

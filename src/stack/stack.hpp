@@ -38,6 +38,8 @@ void stack_flush_cache(LocalCache* lc) noexcept;
 void stack_init() noexcept;
 // Per-M set-up: the alternate signal stack the overflow handler runs on.
 void stack_init_thread(M* m) noexcept;
+// Undoes stack_init_thread on an M whose thread is about to exit.
+void stack_exit_thread(M* m) noexcept;
 
 // Whether g's canary is intact: for slots without a guard page, the lowest 64 bytes of the
 // slot must still be zero (see stack.cpp). Checked whenever a goroutine switches out.

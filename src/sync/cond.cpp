@@ -62,10 +62,12 @@ bool unlock_word(G*, void* arg) {
 }  // namespace
 
 std::uint32_t Cond::add_waiter() noexcept {
+  EnterRuntime enter;
   return wait_.fetch_add(1, std::memory_order_seq_cst);
 }
 
 void Cond::wait_ticket(std::uint32_t t) noexcept {
+  EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   l.lock();
   if (less(t, notify_.load(std::memory_order_relaxed))) {
@@ -84,6 +86,7 @@ void Cond::wait_ticket(std::uint32_t t) noexcept {
 }
 
 void Cond::signal() noexcept {
+  EnterRuntime enter;
   if (wait_.load(std::memory_order_seq_cst) == notify_.load(std::memory_order_seq_cst)) return;
   Lock& l = as_lock(&lock_);
   l.lock();
@@ -113,6 +116,7 @@ void Cond::signal() noexcept {
 }
 
 void Cond::broadcast() noexcept {
+  EnterRuntime enter;
   if (wait_.load(std::memory_order_seq_cst) == notify_.load(std::memory_order_seq_cst)) return;
   Lock& l = as_lock(&lock_);
   l.lock();

@@ -69,10 +69,12 @@ bool unlock_word(G*, void* arg) {
 }  // namespace
 
 Group::~Group() {
+  EnterRuntime enter;
   (void)wait_idle();
 }
 
 void Group::set_limit(int n) {
+  EnterRuntime enter;
   if (n == 0) throw std::invalid_argument("goro::Group::set_limit: limit 0 would block forever");
   Lock& l = as_lock(&lock_);
   l.lock();
@@ -88,6 +90,7 @@ void Group::set_limit(int n) {
 }
 
 bool Group::start(bool block) {
+  EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   l.lock();
   if (limit_ < 0 || (active_ < limit_ && go_head_ == nullptr)) {
@@ -112,6 +115,7 @@ bool Group::start(bool block) {
 }
 
 void Group::finish(std::exception_ptr e) noexcept {
+  EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   GroupWaiter* wake = nullptr;
   l.lock();
@@ -140,6 +144,7 @@ void Group::finish(std::exception_ptr e) noexcept {
 }
 
 std::exception_ptr Group::wait_idle() noexcept {
+  EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   l.lock();
   if (active_ != 0) {
@@ -155,6 +160,7 @@ std::exception_ptr Group::wait_idle() noexcept {
 }
 
 void Group::wait() {
+  EnterRuntime enter;
   std::exception_ptr e = wait_idle();
   if (e != nullptr) std::rethrow_exception(e);
 }

@@ -9,6 +9,7 @@
 // State word (see goro/sync.hpp): bit 0 locked, bit 1 woken (a waiter was readied: unlock
 // need not ready another), bit 2 starving, bits 3.. waiter count.
 #include "goro/sync.hpp"
+#include "sched/proc.hpp"
 
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
@@ -39,6 +40,7 @@ bool Mutex::try_lock() noexcept {
 }
 
 void Mutex::lock_slow() noexcept {
+  EnterRuntime enter;
   std::int64_t wait_start = 0;
   bool starving = false;
   bool awoke = false;
@@ -91,6 +93,7 @@ void Mutex::lock_slow() noexcept {
 }
 
 void Mutex::unlock_slow(std::int32_t n) noexcept {
+  EnterRuntime enter;
   if (((n + kLocked) & kLocked) == 0) fatal("sync: unlock of unlocked mutex");
   if ((n & kStarving) == 0) {
     std::int32_t old = n;

@@ -25,6 +25,7 @@
 // wake-up, whichever comes first. All of it is read-modify-writes on two words, totally
 // ordered per word, so acq_rel suffices.
 #include "goro/rwmutex.hpp"
+#include "sched/proc.hpp"
 
 #include "base/raw_log.hpp"
 #include "sync/sema.hpp"
@@ -34,6 +35,7 @@ namespace goro {
 using namespace internal;
 
 void RWMutex::lock_shared_slow() noexcept {
+  EnterRuntime enter;
   // A writer is pending or active: it will release reader_sem_ once for us when it unlocks.
   semacquire(&reader_sem_, false, WaitReason::kMutex);
 }
@@ -50,6 +52,7 @@ bool RWMutex::try_lock_shared() noexcept {
 }
 
 void RWMutex::unlock_shared_slow(std::int32_t r) noexcept {
+  EnterRuntime enter;
   if (r + 1 == 0 || r + 1 == -kMaxReaders) {
     // No reader held it (with or without a pending writer). Undo nothing: the state is broken.
     fatal("sync: RUnlock of unlocked RWMutex");
@@ -61,6 +64,7 @@ void RWMutex::unlock_shared_slow(std::int32_t r) noexcept {
 }
 
 void RWMutex::lock() noexcept {
+  EnterRuntime enter;
   w_.lock();
   std::int32_t r = reader_count_.fetch_sub(kMaxReaders, std::memory_order_acq_rel);
   if (r != 0 && reader_wait_.fetch_add(r, std::memory_order_acq_rel) + r != 0) {
@@ -80,6 +84,7 @@ bool RWMutex::try_lock() noexcept {
 }
 
 void RWMutex::unlock() noexcept {
+  EnterRuntime enter;
   std::int32_t r = reader_count_.fetch_add(kMaxReaders, std::memory_order_acq_rel) + kMaxReaders;
   if (r >= kMaxReaders) fatal("sync: Unlock of unlocked RWMutex");
   // Let in the readers that queued behind this writer (each took one unit of reader_sem_'s

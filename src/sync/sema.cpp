@@ -29,6 +29,7 @@
 //
 // Lock order: bucket lock ▸ sched.lock (ready, after unlocking). Bucket locks never nest.
 #include "sync/sema.hpp"
+#include "sched/proc.hpp"
 
 #include "base/lock.hpp"
 
@@ -112,6 +113,7 @@ bool unlock_bucket(G*, void* arg) {
 }  // namespace
 
 void semacquire(Sema* s, bool lifo, WaitReason reason) noexcept {
+  EnterRuntime enter;
   std::atomic<std::uint32_t>* addr = &s->count;
   if (can_acquire(addr)) return;
   Bucket& b = bucket_for(addr);
@@ -132,6 +134,7 @@ void semacquire(Sema* s, bool lifo, WaitReason reason) noexcept {
 }
 
 void semrelease(Sema* s, bool handoff, std::uint32_t n) noexcept {
+  EnterRuntime enter;
   std::atomic<std::uint32_t>* addr = &s->count;
   Bucket& b = bucket_for(addr);
   addr->fetch_add(n, std::memory_order_seq_cst);             // (B): last touch of *s...

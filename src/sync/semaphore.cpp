@@ -64,6 +64,7 @@ std::int64_t checked_size(std::int64_t size) {
 Semaphore::Semaphore(std::int64_t size) : size_(checked_size(size)) {}
 
 void Semaphore::acquire(std::int64_t n) {
+  EnterRuntime enter;
   if (n < 0) throw std::invalid_argument("goro::Semaphore::acquire: negative weight");
   if (n > size_) {
     throw std::invalid_argument("goro::Semaphore::acquire: weight larger than the size");
@@ -87,6 +88,7 @@ void Semaphore::acquire(std::int64_t n) {
 }
 
 bool Semaphore::try_acquire(std::int64_t n) {
+  EnterRuntime enter;
   if (n < 0) throw std::invalid_argument("goro::Semaphore::try_acquire: negative weight");
   LockGuard hold(as_lock(&lock_));
   if (size_ - cur_ < n || head_ != nullptr) return false;
@@ -95,6 +97,7 @@ bool Semaphore::try_acquire(std::int64_t n) {
 }
 
 void Semaphore::release(std::int64_t n) noexcept {
+  EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   l.lock();
   if (n < 0 || n > cur_) {

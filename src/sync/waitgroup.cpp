@@ -4,6 +4,7 @@
 // releasing add() (counter to zero with waiters) resets the state to 0 and releases the
 // semaphore once per waiter; no add() may race with that (it would be a misuse).
 #include "goro/sync.hpp"
+#include "sched/proc.hpp"
 
 #include "base/raw_log.hpp"
 #include "sync/sema.hpp"
@@ -13,6 +14,7 @@ namespace goro {
 using namespace internal;
 
 void WaitGroup::add(std::int64_t delta) noexcept {
+  EnterRuntime enter;
   std::uint64_t s =
       state_.fetch_add(static_cast<std::uint64_t>(delta) << 32, std::memory_order_acq_rel) +
       (static_cast<std::uint64_t>(delta) << 32);
@@ -32,6 +34,7 @@ void WaitGroup::add(std::int64_t delta) noexcept {
 }
 
 void WaitGroup::wait() noexcept {
+  EnterRuntime enter;
   std::uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
     if (static_cast<std::int32_t>(s >> 32) == 0) return;

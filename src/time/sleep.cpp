@@ -33,6 +33,7 @@ bool arm_sleep_timer(G*, void* arg) {
 }  // namespace
 
 void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
+  EnterRuntime enter;
   std::int64_t when =
       std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
   G* g = getg();

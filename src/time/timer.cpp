@@ -115,6 +115,7 @@ TimerHeap* heap_for_caller() {
 }  // namespace
 
 void timer_start(Timer* t) noexcept {
+  EnterRuntime enter;
   ensure_started();
   TimerHeap* h = heap_for_caller();
   std::int64_t when = t->when;  // once pushed, t may fire and be freed (goro::after) at once
@@ -127,6 +128,7 @@ void timer_start(Timer* t) noexcept {
 }
 
 bool timer_stop(Timer* t) noexcept {
+  EnterRuntime enter;
   bool was_armed = false;
   for (;;) {
     TimerHeap* h = t->heap.load(std::memory_order_acquire);
@@ -145,6 +147,7 @@ bool timer_stop(Timer* t) noexcept {
 }
 
 std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
+  EnterRuntime enter;
   std::int64_t next = h->next.load(std::memory_order_acquire);
   if (next == 0 || next > now) return next;
   h->lock.lock();
@@ -182,6 +185,7 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
 }
 
 std::int64_t timers_run_all(std::int64_t now) noexcept {
+  EnterRuntime enter;
   std::int64_t earliest = 0;
   int n = sched.nallp.load(std::memory_order_acquire);
   for (int i = 0; i < n; i++) {
@@ -206,6 +210,7 @@ std::int64_t timers_count() noexcept {
 }
 
 void timers_move(TimerHeap* from, TimerHeap* to) noexcept {
+  EnterRuntime enter;
   if (from == to) return;
   // Heap locks never nest anywhere else; take these two in address order.
   TimerHeap* first = from < to ? from : to;

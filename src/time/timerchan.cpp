@@ -41,6 +41,7 @@ void drain(TimerChan* tc) {
 
 TimerChan* timerchan_start(std::int64_t when, std::int64_t period,
                            Chan<std::chrono::steady_clock::time_point>* out) {
+  EnterRuntime enter;
   auto* tc = new TimerChan;
   tc->c = Chan<std::chrono::steady_clock::time_point>(1);
   *out = tc->c;
@@ -53,6 +54,7 @@ TimerChan* timerchan_start(std::int64_t when, std::int64_t period,
 }
 
 void timerchan_after(std::int64_t when, Chan<std::chrono::steady_clock::time_point>* out) {
+  EnterRuntime enter;
   auto* tc = new TimerChan;
   tc->c = Chan<std::chrono::steady_clock::time_point>(1);
   *out = tc->c;
@@ -64,6 +66,7 @@ void timerchan_after(std::int64_t when, Chan<std::chrono::steady_clock::time_poi
 }
 
 bool timerchan_stop(TimerChan* tc) noexcept {
+  EnterRuntime enter;
   if (tc == nullptr) return false;
   LockGuard hold(tc->mu);
   bool was = timer_stop(&tc->t);
@@ -72,6 +75,7 @@ bool timerchan_stop(TimerChan* tc) noexcept {
 }
 
 bool timerchan_reset(TimerChan* tc, std::int64_t when, std::int64_t period) noexcept {
+  EnterRuntime enter;
   LockGuard hold(tc->mu);
   bool was = timer_stop(&tc->t);
   drain(tc);
@@ -82,6 +86,7 @@ bool timerchan_reset(TimerChan* tc, std::int64_t when, std::int64_t period) noex
 }
 
 void timerchan_free(TimerChan* tc) noexcept {
+  EnterRuntime enter;
   if (tc == nullptr) return;
   {
     LockGuard hold(tc->mu);

@@ -27,10 +27,26 @@
  *   goro_trampoline: first code of a new context. r13 = entry function, r12 = its argument.
  *       Calls entry(arg) with an ABI-aligned stack; entry never returns (a goroutine leaves by
  *       switching away for good), so a return traps.
+ *
+ *   goro_async_preempt: where the SIGURG handler (sched/sysmon.cpp) diverts a goroutine it
+ *       preempts. Entered as if the interrupted instruction had called it, except that the
+ *       return address sits below the interrupted code's 128-byte red zone:
+ *           [rsp] = interrupted rip, interrupted rsp = rsp + 8 + 128.
+ *       Saves rflags and every general-purpose register, then the XSAVE state selected by
+ *       goro_xsave_mask (vector registers, MXCSR, x87) in a 64-byte aligned area of
+ *       goro_xsave_size bytes, calls goro_async_preempt_park() (which yields; the goroutine
+ *       may come back on another thread), restores it all and returns with `ret $128`.
+ *
+ *   goro_arch_text_begin / goro_arch_text_end bound all of the above: the signal handler
+ *   never diverts code between them (a half-done switch, or the stub itself).
  */
 #include "frame_x86_64.h"
 
         .text
+        .globl  goro_arch_text_begin
+        .hidden goro_arch_text_begin
+goro_arch_text_begin:
+
         .globl  goro_switch_to_g0
         .hidden goro_switch_to_g0
         .type   goro_switch_to_g0, @function
@@ -122,5 +138,128 @@ goro_trampoline:
         ud2
         .cfi_endproc
         .size   goro_trampoline, .-goro_trampoline
+
+        .globl  goro_async_preempt
+        .hidden goro_async_preempt
+        .type   goro_async_preempt, @function
+        .p2align 4
+goro_async_preempt:
+        .cfi_startproc
+        /* The caller's rsp is 136 above ours (return address + red zone). */
+        .cfi_def_cfa_offset 136
+        .cfi_offset rip, -136
+#if defined(__CET__)
+        endbr64
+#endif
+        pushfq
+        .cfi_adjust_cfa_offset 8
+        pushq   %rax
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rax, 0
+        pushq   %rcx
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rcx, 0
+        pushq   %rdx
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rdx, 0
+        pushq   %rbx
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rbx, 0
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rbp, 0
+        pushq   %rsi
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rsi, 0
+        pushq   %rdi
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rdi, 0
+        pushq   %r8
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r8, 0
+        pushq   %r9
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r9, 0
+        pushq   %r10
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r10, 0
+        pushq   %r11
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r11, 0
+        pushq   %r12
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r12, 0
+        pushq   %r13
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r13, 0
+        pushq   %r14
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r14, 0
+        pushq   %r15
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset r15, 0
+        movq    %rsp, %rbp
+        .cfi_def_cfa_register rbp
+        subq    goro_xsave_size(%rip), %rsp
+        andq    $-64, %rsp
+        /* XRSTOR faults unless the XSAVE header's reserved bytes are zero. */
+        xorl    %eax, %eax
+        movq    %rax, 512(%rsp)
+        movq    %rax, 520(%rsp)
+        movq    %rax, 528(%rsp)
+        movq    %rax, 536(%rsp)
+        movq    %rax, 544(%rsp)
+        movq    %rax, 552(%rsp)
+        movq    %rax, 560(%rsp)
+        movq    %rax, 568(%rsp)
+        movl    goro_xsave_mask(%rip), %eax
+        movl    goro_xsave_mask+4(%rip), %edx
+        xsave64 (%rsp)
+        cld
+        call    goro_async_preempt_park
+        movl    goro_xsave_mask(%rip), %eax
+        movl    goro_xsave_mask+4(%rip), %edx
+        xrstor64 (%rsp)
+        movq    %rbp, %rsp
+        .cfi_def_cfa_register rsp
+        popq    %r15
+        .cfi_adjust_cfa_offset -8
+        popq    %r14
+        .cfi_adjust_cfa_offset -8
+        popq    %r13
+        .cfi_adjust_cfa_offset -8
+        popq    %r12
+        .cfi_adjust_cfa_offset -8
+        popq    %r11
+        .cfi_adjust_cfa_offset -8
+        popq    %r10
+        .cfi_adjust_cfa_offset -8
+        popq    %r9
+        .cfi_adjust_cfa_offset -8
+        popq    %r8
+        .cfi_adjust_cfa_offset -8
+        popq    %rdi
+        .cfi_adjust_cfa_offset -8
+        popq    %rsi
+        .cfi_adjust_cfa_offset -8
+        popq    %rbp
+        .cfi_adjust_cfa_offset -8
+        popq    %rbx
+        .cfi_adjust_cfa_offset -8
+        popq    %rdx
+        .cfi_adjust_cfa_offset -8
+        popq    %rcx
+        .cfi_adjust_cfa_offset -8
+        popq    %rax
+        .cfi_adjust_cfa_offset -8
+        popfq
+        .cfi_adjust_cfa_offset -8
+        ret     $128
+        .cfi_endproc
+        .size   goro_async_preempt, .-goro_async_preempt
+
+        .globl  goro_arch_text_end
+        .hidden goro_arch_text_end
+goro_arch_text_end:
 
         .section .note.GNU-stack,"",@progbits

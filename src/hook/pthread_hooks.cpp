@@ -1,0 +1,156 @@
+// pthread_hooks.cpp - counts the pthread mutexes and rwlocks a goroutine holds, so that
+// asynchronous preemption never moves a goroutine to another thread while it holds one.
+//
+// Why: a goroutine preempted inside `std::lock_guard<std::mutex>` would go to the global queue
+// with the mutex held; the next goroutine on the same M that locks it blocks the whole M in
+// the kernel, and with GOMAXPROCS=1 nothing ever runs the holder again. Without preemption the
+// holder keeps its thread until it unlocks (a goroutine that *parks* holding an OS mutex is a
+// bug the debug tools report, as in every M:N runtime).
+//
+// How: the library defines pthread_mutex_lock/trylock/timedlock/clocklock/unlock and the
+// rwlock equivalents. The program's calls (std::mutex, std::shared_mutex and C code alike)
+// bind to these definitions, which call glibc's exported aliases (__pthread_mutex_lock, ...,
+// bound by symbol version at link time, so no dlsym runs during start-up; the timed variants,
+// which have no alias, are looked up once with dlvsym on first use)
+// and count successes in the calling goroutine's G::oslocks. The count follows the goroutine,
+// so an unlock after a park on another thread balances it. On a plain thread (no goroutine)
+// the cost is one thread-local load. libc's internal locking uses its own hidden aliases and
+// is not counted (and needs not be: code inside libc is never preempted).
+//
+// Not built under ThreadSanitizer, whose runtime intercepts the same functions.
+#include <dlfcn.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <atomic>
+
+#include "sched/proc.hpp"
+
+// glibc's own entry points under their exported __ aliases. They are compat symbols (version
+// GLIBC_2.2.5, not the default), so the references name the version explicitly; a plain
+// versioned reference to pthread_mutex_lock itself could bind back to our definition.
+extern "C" {
+int goro_real_mutex_lock(pthread_mutex_t* m);
+int goro_real_mutex_trylock(pthread_mutex_t* m);
+int goro_real_mutex_unlock(pthread_mutex_t* m);
+int goro_real_rwlock_rdlock(pthread_rwlock_t* l);
+int goro_real_rwlock_wrlock(pthread_rwlock_t* l);
+int goro_real_rwlock_tryrdlock(pthread_rwlock_t* l);
+int goro_real_rwlock_trywrlock(pthread_rwlock_t* l);
+int goro_real_rwlock_unlock(pthread_rwlock_t* l);
+}
+__asm__(".symver goro_real_mutex_lock, __pthread_mutex_lock@GLIBC_2.2.5");
+__asm__(".symver goro_real_mutex_trylock, __pthread_mutex_trylock@GLIBC_2.2.5");
+__asm__(".symver goro_real_mutex_unlock, __pthread_mutex_unlock@GLIBC_2.2.5");
+__asm__(".symver goro_real_rwlock_rdlock, __pthread_rwlock_rdlock@GLIBC_2.2.5");
+__asm__(".symver goro_real_rwlock_wrlock, __pthread_rwlock_wrlock@GLIBC_2.2.5");
+__asm__(".symver goro_real_rwlock_tryrdlock, __pthread_rwlock_tryrdlock@GLIBC_2.2.5");
+__asm__(".symver goro_real_rwlock_trywrlock, __pthread_rwlock_trywrlock@GLIBC_2.2.5");
+__asm__(".symver goro_real_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
+
+namespace goro::internal {
+namespace {
+
+inline int counted(int rc) {
+  if (rc == 0) {
+    if (G* g = getg()) g->oslocks++;
+  }
+  return rc;
+}
+
+inline void uncount() {
+  if (G* g = getg(); g != nullptr && g->oslocks > 0) g->oslocks--;
+}
+
+// The real function for the entry points glibc exports no __ alias for. dlvsym does not
+// allocate for a versioned lookup in an already loaded object, and these are only reached on
+// timed locks, never during start-up of the dynamic loader.
+template <class Fn>
+Fn real(const char* name, std::atomic<Fn>& cache) {
+  Fn f = cache.load(std::memory_order_acquire);
+  if (f == nullptr) {
+    f = reinterpret_cast<Fn>(dlvsym(RTLD_NEXT, name, "GLIBC_2.34"));
+    if (f == nullptr) f = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+    cache.store(f, std::memory_order_release);
+  }
+  return f;
+}
+
+using MutexTimed = int (*)(pthread_mutex_t*, const timespec*);
+using MutexClock = int (*)(pthread_mutex_t*, clockid_t, const timespec*);
+using RwTimed = int (*)(pthread_rwlock_t*, const timespec*);
+using RwClock = int (*)(pthread_rwlock_t*, clockid_t, const timespec*);
+std::atomic<MutexTimed> real_mutex_timedlock{nullptr};
+std::atomic<MutexClock> real_mutex_clocklock{nullptr};
+std::atomic<RwTimed> real_rw_timedrdlock{nullptr};
+std::atomic<RwTimed> real_rw_timedwrlock{nullptr};
+std::atomic<RwClock> real_rw_clockrdlock{nullptr};
+std::atomic<RwClock> real_rw_clockwrlock{nullptr};
+
+}  // namespace
+}  // namespace goro::internal
+
+using namespace goro::internal;
+
+extern "C" {
+
+// Referenced from sysmon.cpp so that a static link always pulls this object in.
+__attribute__((visibility("hidden"))) extern const int goro_pthread_hooks_anchor = 1;
+
+__attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* m) {
+  return counted(goro_real_mutex_lock(m));
+}
+__attribute__((visibility("default"))) int pthread_mutex_trylock(pthread_mutex_t* m) {
+  return counted(goro_real_mutex_trylock(m));
+}
+__attribute__((visibility("default"))) int pthread_mutex_timedlock(pthread_mutex_t* m,
+                                                                   const timespec* t) {
+  return counted(real("pthread_mutex_timedlock", real_mutex_timedlock)(m, t));
+}
+__attribute__((visibility("default"))) int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t c,
+                                                                   const timespec* t) {
+  return counted(real("pthread_mutex_clocklock", real_mutex_clocklock)(m, c, t));
+}
+__attribute__((visibility("default"))) int pthread_mutex_unlock(pthread_mutex_t* m) {
+  int rc = goro_real_mutex_unlock(m);
+  if (rc == 0) uncount();
+  return rc;
+}
+
+__attribute__((visibility("default"))) int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
+  return counted(goro_real_rwlock_rdlock(l));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
+  return counted(goro_real_rwlock_wrlock(l));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
+  return counted(goro_real_rwlock_tryrdlock(l));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
+  return counted(goro_real_rwlock_trywrlock(l));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_timedrdlock(pthread_rwlock_t* l,
+                                                                      const timespec* t) {
+  return counted(real("pthread_rwlock_timedrdlock", real_rw_timedrdlock)(l, t));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_timedwrlock(pthread_rwlock_t* l,
+                                                                      const timespec* t) {
+  return counted(real("pthread_rwlock_timedwrlock", real_rw_timedwrlock)(l, t));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_clockrdlock(pthread_rwlock_t* l,
+                                                                      clockid_t c,
+                                                                      const timespec* t) {
+  return counted(real("pthread_rwlock_clockrdlock", real_rw_clockrdlock)(l, c, t));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_clockwrlock(pthread_rwlock_t* l,
+                                                                      clockid_t c,
+                                                                      const timespec* t) {
+  return counted(real("pthread_rwlock_clockwrlock", real_rw_clockwrlock)(l, c, t));
+}
+__attribute__((visibility("default"))) int pthread_rwlock_unlock(pthread_rwlock_t* l) {
+  int rc = goro_real_rwlock_unlock(l);
+  if (rc == 0) uncount();
+  return rc;
+}
+
+}  // extern "C"
