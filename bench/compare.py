@@ -10,11 +10,13 @@ ratio is peer/goro, so that below 1 still means goro is better.
 
 The C++ programs come from CMake (bench/CMakeLists.txt):
     <build-dir>/bench/bench_goro_<workload>, bench_fiber_<workload>, bench_thread_<workload>
-(a variant workload such as timers_busy runs its base workload's programs with other flags).
+(a variant workload such as timers_busy runs its base workload's programs with other flags;
+preempt_cost runs goro's spawn_complete and pingpong with the monitor thread on and off,
+GORO_SYSMON=0, back to back, and reports the ratio on/off).
 A flavour whose program is missing is reported as "not built". Every program prints lines
 `RESULT <metric>=<value> <unit>` on stdout; each process runs under a timeout (120 s).
 
-Workloads in NOT_IMPLEMENTED (echo, preempt, handoff) have no goro side yet: they are listed
+Workloads in NOT_IMPLEMENTED (echo, handoff) have no goro side yet: they are listed
 and reported as "not yet", never with a number. After the workloads, the Google Benchmark
 micro-benchmarks (<build-dir>/bench/micro/goro_micro) run once (--no-micro skips them).
 
@@ -55,12 +57,11 @@ GO_DIR = BENCH_DIR / "peers" / "go"
 FLAVOURS = ["goro", "go", "fiber", "thread"]
 WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park", "pingpong",
              "chan_throughput", "select4", "timers", "timers_busy", "mutex",
-             "echo", "preempt", "handoff"]
+             "preempt", "preempt_cost", "echo", "handoff"]
 # Workloads whose goro side does not exist yet: they keep their place in the tables and are
 # printed and reported as "not yet", never with a number (nothing is built or run for them).
 NOT_IMPLEMENTED = {
     "echo": "TCP echo: needs the I/O issue (netpoller)",
-    "preempt": "tight-loop starvation latency: needs the preemption issue",
     "handoff": "work during a blocking syscall: needs the I/O issue (syscall handoff)",
 }
 NOT_YET = "not yet"
@@ -78,7 +79,9 @@ METRICS = {
     "timers_busy": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
     "mutex": ["ns_per_op"],
     "echo": ["us_per_roundtrip"],
-    "preempt": ["p99_latency_us"],
+    "preempt": ["p50_ms", "p99_ms", "max_ms"],
+    # The programs' main metric with sysmon on and off (SYSMON_VARIANTS) and their ratio.
+    "preempt_cost": ["sysmon_on_ns", "sysmon_off_ns", "on_off_ratio"],
     "handoff": ["ms"],
 }
 # The metric(s) of each workload that the report's chart shows (default: the first one).
@@ -87,7 +90,14 @@ CHART_METRICS = {
     "chan_throughput": ["ns_per_op"],
     "timers": ["p99_lateness_us"],
     "timers_busy": ["p99_lateness_us"],
+    "preempt": ["p50_ms"],
 }
+# preempt_cost's variants: each run runs the goro program once per variant (alternating which
+# goes first), takes its main metric (the first of METRICS[program]) under the variant's name,
+# and adds the ratio first/second: the monitor thread's cost (the target is < 1.02).
+SYSMON_VARIANTS = (("sysmon_on_ns", {}), ("sysmon_off_ns", {"GORO_SYSMON": "0"}))
+# Workloads without peers whose summary line shows one goro metric instead of ratios.
+GORO_ONLY_SUMMARY = {"preempt_cost": "on_off_ratio"}
 # Metrics where more is better (throughputs): their ratio column is peer/goro instead, so that
 # every ratio reads the same way (< 1: goro better).
 HIGHER_IS_BETTER = {"mops"}
@@ -106,6 +116,8 @@ class Config:
     # The programs to run, bench_<flavour>_<program>, when not the workload's own (a variant
     # such as timers_busy runs the timers programs with other flags).
     program: str | None = None
+    # Environment variants (preempt_cost): (metric name, environment) pairs; see SYSMON_VARIANTS.
+    variants: tuple = ()
 
     @property
     def prog(self) -> str:
@@ -122,6 +134,8 @@ class Config:
         for fl, ov in self.overrides.items():
             if fl in self.flavours:
                 parts.append(f"({fl}: " + " ".join(f"{k}={v:,}" for k, v in ov.items()) + ")")
+        if self.program and not self.workload.startswith(self.program):
+            parts.insert(0, self.program)  # preempt_cost runs several programs
         return f"{self.workload} " + " ".join(parts)
 
 
@@ -131,7 +145,6 @@ def configs(quick: bool) -> list[Config]:
     # Not implemented yet (NOT_IMPLEMENTED): reported as "not yet", nothing is run.
     planned = [
         Config("echo", {"conns": 64}, ["goro", "go"]),
-        Config("preempt", {"procs": 1}, ["goro", "go"]),
         Config("handoff", {"procs": 2}, ["goro", "go"]),
     ]
     if quick:
@@ -154,6 +167,11 @@ def configs(quick: bool) -> list[Config]:
             Config("timers_busy", {"n": 20_000, "busy": 2}, ["goro", "go"], program="timers"),
             Config("mutex", {"n": 2_000_000, "procs": 1}, ["goro", "go", "thread"]),
             Config("mutex", {"n": 2_000_000, "procs": 2}, ["goro", "go", "thread"]),
+            Config("preempt", {"n": 20, "procs": 1}, ["goro", "go"]),
+            Config("preempt_cost", {"n": 200_000, "procs": 1}, ["goro"],
+                   program="spawn_complete", variants=SYSMON_VARIANTS),
+            Config("preempt_cost", {"n": 200_000, "procs": 1}, ["goro"], program="pingpong",
+                   variants=SYSMON_VARIANTS),
         ] + planned
     return [
         # The thread flavour (a kernel switch costs ~1 us, several on a loaded machine) and
@@ -183,7 +201,11 @@ def configs(quick: bool) -> list[Config]:
         # 10,000,000 rather than the programs' default 1,000,000: ~10-20 ms is too short to time.
         Config("mutex", {"n": 10_000_000, "procs": 1}, ["goro", "go", "thread"]),
         Config("mutex", {"n": 10_000_000, "procs": 2}, ["goro", "go", "thread"]),
-    ] + planned
+        # GOMAXPROCS=1: a spinner without calls; latency until the yielding task runs again.
+        Config("preempt", {"n": 50, "procs": 1}, ["goro", "go"]),
+    ] + [Config("preempt_cost", {"n": 1_000_000, "procs": procs}, ["goro"], program=prog,
+                variants=SYSMON_VARIANTS)
+         for prog in ("spawn_complete", "pingpong") for procs in (1, 2)] + planned
 
 
 def binary(build_dir: Path, flavour: str, workload: str) -> Path:
@@ -243,7 +265,8 @@ class Run:
     error: str | None
 
 
-def run_once(path: Path, args: dict[str, int], timeout: float) -> Run:
+def run_once(path: Path, args: dict[str, int], timeout: float,
+             env: dict[str, str] | None = None) -> Run:
     cmd = [str(path)]
     for k, v in args.items():
         cmd += [f"-{k}", str(v)]
@@ -251,7 +274,8 @@ def run_once(path: Path, args: dict[str, int], timeout: float) -> Run:
     try:
         # Its own session, so that a timeout ends whatever it started too.
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=child_env(), stdin=subprocess.DEVNULL, start_new_session=True)
+                             env=dict(child_env(), **(env or {})), stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     except OSError as e:
         return Run(None, time.monotonic() - t0, {}, f"cannot run: {e}")
     try:
@@ -281,6 +305,30 @@ def run_once(path: Path, args: dict[str, int], timeout: float) -> Run:
     elif not metrics:
         error = "no RESULT lines"
     return Run(p.returncode, seconds, metrics if error is None else {}, error)
+
+
+def run_variants(path: Path, cfg: Config, flavour: str, index: int, timeout: float) -> Run:
+    """One run of a config with variants: the program once per variant, the order alternating
+    with `index`; metrics are the variants' main metric and the ratio first/second."""
+    base = METRICS[cfg.prog][0]
+    order = list(cfg.variants) if index % 2 == 0 else list(reversed(cfg.variants))
+    metrics: dict[str, tuple[float, str]] = {}
+    seconds, errors, rc = 0.0, [], 0
+    for name, env in order:
+        r = run_once(path, cfg.flavour_args(flavour), timeout, env)
+        seconds += r.seconds
+        if r.error is not None or base not in r.metrics:
+            errors.append(f"{name}: {r.error or 'no ' + base}")
+            rc = r.rc
+            continue
+        metrics[name] = r.metrics[base]
+    names = [name for name, _ in cfg.variants]
+    if not errors and len(names) == 2 and metrics[names[1]][0] > 0:
+        ratio_name = METRICS[cfg.workload][2]
+        metrics[ratio_name] = (metrics[names[0]][0] / metrics[names[1]][0], "x")
+    if errors:
+        return Run(rc, seconds, {}, "; ".join(errors))
+    return Run(0, seconds, metrics, None)
 
 
 def fmt_num(v: float) -> str:
@@ -333,7 +381,10 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
     all_runs: dict[str, list[Run]] = {f: [] for f in present}
     for i in range(runs):
         for f in present:
-            r = run_once(Path(flav[f]["binary"]), cfg.flavour_args(f), timeout)
+            if cfg.variants:
+                r = run_variants(Path(flav[f]["binary"]), cfg, f, i, timeout)
+            else:
+                r = run_once(Path(flav[f]["binary"]), cfg.flavour_args(f), timeout)
             all_runs[f].append(r)
             status = "ok" if r.error is None else r.error.splitlines()[0]
             log(f"  [{cfg.label}] run {i + 1}/{runs} {f:6s} {r.seconds:7.2f} s  {status}")
@@ -430,6 +481,14 @@ def print_summary(records: list[dict]) -> None:
     print("== summary: goro/peer ratio of medians (< 1: goro faster or cheaper)")
     print(f"   {'benchmark':<40} {'metric':<22} {'vs go':>15} {'vs fiber':>15} {'vs thread':>15}")
     for rec in records:
+        only = GORO_ONLY_SUMMARY.get(rec["workload"])
+        if only is not None:
+            # No peers: the goro metric itself (e.g. preempt_cost's sysmon on/off ratio).
+            g = rec["flavours"]["goro"]
+            s = g.get("metrics", {}).get(only) if g["status"] == "ok" else None
+            cell = f"{s['median']:.3f}" if s else g["status"]
+            print(f"   {rec['label']:<40} {only:<22} {cell:>15}  (goro only)")
+            continue
         for m, by_peer in rec["ratios"].items():
             cells = []
             for f in FLAVOURS[1:]:
@@ -584,7 +643,7 @@ def chart_rows(records: list[dict]) -> list[tuple[str, dict[str, float | None], 
         wl = rec["workload"]
         metrics = CHART_METRICS.get(wl, METRICS[wl][:1])
         for m in metrics:
-            if m not in rec["ratios"]:
+            if not rec["ratios"].get(m):  # missing, or no peers (preempt_cost)
                 continue
             label = rec["label"] + (f"  [{m}]" if len(metrics) > 1 or m != METRICS[wl][0]
                                     else "")
@@ -817,8 +876,8 @@ def write_report(path: Path, records: list[dict], micro: dict | None, meta: dict
             w("")
         flavs = [f for f in FLAVOURS if any(r["flavours"][f]["status"] != "n/a" for r in recs)]
         peers = [f for f in flavs if f != "goro"]
-        w("| config | metric | " + " | ".join(flavs) + " | "
-          + " | ".join(f"goro/{f}" for f in peers) + " |")
+        # (joined as one list: a workload without peers, preempt_cost, has no ratio columns)
+        w("| config | metric | " + " | ".join(flavs + [f"goro/{f}" for f in peers]) + " |")
         w("|---|---|" + "---:|" * (len(flavs) + len(peers)))
         notes: list[str] = []
         for rec in recs:
@@ -844,8 +903,7 @@ def write_report(path: Path, records: list[dict], micro: dict | None, meta: dict
                             rcells.append("-")
                         else:
                             rcells.append(f"**{r:.2f}**" if r < 1 else f"{r:.2f}")
-                w(f"| {md_escape(cfg)} | {mname} | " + " | ".join(cells) + " | "
-                  + " | ".join(rcells) + " |")
+                w(f"| {md_escape(cfg)} | {mname} | " + " | ".join(cells + rcells) + " |")
             for f in flavs:
                 fr = rec["flavours"][f]
                 if fr["status"] == "failed" and fr.get("error"):
@@ -929,7 +987,8 @@ def main() -> int:
     if not opts.no_go_build:
         log(f"compare.py: building the Go programs into {build_dir / 'bench'}")
         go_errors = build_go(build_dir, sorted({c.prog for c in cfgs
-                                                if c.workload not in NOT_IMPLEMENTED}), opts.go)
+                                                if c.workload not in NOT_IMPLEMENTED
+                                                and "go" in c.flavours}), opts.go)
 
     info = host_info(opts.go)
     print(f"goro vs Go / Boost.Fiber (M:1) / std::thread -- {info.get('cpu_model', '?')}, "

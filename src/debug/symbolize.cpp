@@ -197,6 +197,41 @@ struct Lookup {
   std::string object;
 };
 
+// The innermost DIE with code at `addr` (a DWARF address) below `parent`: descends through
+// the DIEs whose ranges contain it, and through namespaces and types (no code of their own,
+// but they may hold function definitions). The fallback for dwarf_getscopes, which finds
+// nothing when it cannot locate an inlined subroutine's abstract origin in the scopes it
+// searches (seen with clang 14's DWARF 5 in CUs that include GoogleTest). Requires g_mu.
+bool innermost_code_scope(Dwarf_Die* parent, Dwarf_Addr addr, Dwarf_Die* out, int depth) {
+  Dwarf_Die child;
+  if (depth > 64 || dwarf_child(parent, &child) != 0) return false;
+  do {
+    switch (dwarf_tag(&child)) {
+      case DW_TAG_subprogram:
+      case DW_TAG_inlined_subroutine:
+      case DW_TAG_entry_point:
+      case DW_TAG_lexical_block:
+      case DW_TAG_try_block:
+      case DW_TAG_catch_block:
+        if (dwarf_haspc(&child, addr) == 1) {
+          *out = child;
+          innermost_code_scope(&child, addr, out, depth + 1);  // a deeper match replaces it
+          return true;
+        }
+        break;
+      case DW_TAG_namespace:
+      case DW_TAG_class_type:
+      case DW_TAG_structure_type:
+      case DW_TAG_union_type:
+        if (innermost_code_scope(&child, addr, out, depth + 1)) return true;
+        break;
+      default:
+        break;
+    }
+  } while (dwarf_siblingof(&child, &child) == 0);
+  return false;
+}
+
 // Expands the DWARF scope chain at `addr` (module address) into frames. Requires g_mu.
 // Appends nothing if there is no usable DWARF scope for addr.
 void dwarf_frames(Dwarf_Die* cudie, Dwarf_Addr bias, Dwarf_Addr addr, std::vector<SymFrame>& out) {
@@ -206,10 +241,14 @@ void dwarf_frames(Dwarf_Die* cudie, Dwarf_Addr bias, Dwarf_Addr addr, std::vecto
   Dwarf_Die* raw = nullptr;
   int nscopes = dwarf_getscopes(cudie, addr - bias, &raw);
   std::unique_ptr<Dwarf_Die, FreeDies> holder(raw);
-  if (nscopes <= 0) return;
   // dwarf_getscopes continues an inlined subroutine's chain with its abstract origin's
   // scopes; re-derive the physical containment chain from the innermost DIE instead.
-  Dwarf_Die innermost = raw[0];
+  Dwarf_Die innermost;
+  if (nscopes > 0) {
+    innermost = raw[0];
+  } else if (!innermost_code_scope(cudie, addr - bias, &innermost, 0)) {
+    return;
+  }
   holder.reset();
   raw = nullptr;
   nscopes = dwarf_getscopes_die(&innermost, &raw);

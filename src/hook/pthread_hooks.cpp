@@ -26,6 +26,7 @@
 
 #include "sched/proc.hpp"
 
+#if !defined(GORO_ASAN)
 // glibc's own entry points under their exported __ aliases. They are compat symbols (version
 // GLIBC_2.2.5, not the default), so the references name the version explicitly; a plain
 // versioned reference to pthread_mutex_lock itself could bind back to our definition.
@@ -47,6 +48,7 @@ __asm__(".symver goro_real_rwlock_wrlock, __pthread_rwlock_wrlock@GLIBC_2.2.5");
 __asm__(".symver goro_real_rwlock_tryrdlock, __pthread_rwlock_tryrdlock@GLIBC_2.2.5");
 __asm__(".symver goro_real_rwlock_trywrlock, __pthread_rwlock_trywrlock@GLIBC_2.2.5");
 __asm__(".symver goro_real_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
+#endif
 
 namespace goro::internal {
 namespace {
@@ -70,6 +72,7 @@ Fn real(const char* name, std::atomic<Fn>& cache) {
   Fn f = cache.load(std::memory_order_acquire);
   if (f == nullptr) {
     f = reinterpret_cast<Fn>(dlvsym(RTLD_NEXT, name, "GLIBC_2.34"));
+    if (f == nullptr) f = reinterpret_cast<Fn>(dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5"));
     if (f == nullptr) f = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
     cache.store(f, std::memory_order_release);
   }
@@ -89,6 +92,47 @@ std::atomic<RwClock> real_rw_clockwrlock{nullptr};
 
 }  // namespace
 }  // namespace goro::internal
+
+#if defined(GORO_ASAN)
+// libasan exports unversioned __pthread_mutex_lock (and friends) whose pointers to glibc are
+// never set: the versioned references above would bind to them and jump to null. Under ASan go
+// through the public names, looked up once (ASan's interceptors of those forward correctly).
+namespace goro::internal {
+namespace {
+using MutexFn = int (*)(pthread_mutex_t*);
+using RwFn = int (*)(pthread_rwlock_t*);
+std::atomic<MutexFn> asan_mutex_lock{nullptr}, asan_mutex_trylock{nullptr},
+    asan_mutex_unlock{nullptr};
+std::atomic<RwFn> asan_rw_rdlock{nullptr}, asan_rw_wrlock{nullptr}, asan_rw_tryrdlock{nullptr},
+    asan_rw_trywrlock{nullptr}, asan_rw_unlock{nullptr};
+}  // namespace
+}  // namespace goro::internal
+using goro::internal::real;
+static int goro_real_mutex_lock(pthread_mutex_t* m) {
+  return real("pthread_mutex_lock", goro::internal::asan_mutex_lock)(m);
+}
+static int goro_real_mutex_trylock(pthread_mutex_t* m) {
+  return real("pthread_mutex_trylock", goro::internal::asan_mutex_trylock)(m);
+}
+static int goro_real_mutex_unlock(pthread_mutex_t* m) {
+  return real("pthread_mutex_unlock", goro::internal::asan_mutex_unlock)(m);
+}
+static int goro_real_rwlock_rdlock(pthread_rwlock_t* l) {
+  return real("pthread_rwlock_rdlock", goro::internal::asan_rw_rdlock)(l);
+}
+static int goro_real_rwlock_wrlock(pthread_rwlock_t* l) {
+  return real("pthread_rwlock_wrlock", goro::internal::asan_rw_wrlock)(l);
+}
+static int goro_real_rwlock_tryrdlock(pthread_rwlock_t* l) {
+  return real("pthread_rwlock_tryrdlock", goro::internal::asan_rw_tryrdlock)(l);
+}
+static int goro_real_rwlock_trywrlock(pthread_rwlock_t* l) {
+  return real("pthread_rwlock_trywrlock", goro::internal::asan_rw_trywrlock)(l);
+}
+static int goro_real_rwlock_unlock(pthread_rwlock_t* l) {
+  return real("pthread_rwlock_unlock", goro::internal::asan_rw_unlock)(l);
+}
+#endif
 
 using namespace goro::internal;
 

@@ -100,8 +100,10 @@
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
 #include "debug/symbolize.hpp"
+#include "debug/traceback.hpp"
 #include "goro/preempt.hpp"
 #include "goro/runtime.hpp"
+#include "netpoll/netpoll.hpp"
 #include "stack/stack.hpp"
 
 #if defined(GORO_ASAN)
@@ -175,6 +177,10 @@ const char* wait_reason_string(WaitReason r) noexcept {
       return "chan receive (nil chan)";
     case WaitReason::kChanSendNil:
       return "chan send (nil chan)";
+    case WaitReason::kIORead:
+      return "IO wait (read)";
+    case WaitReason::kIOWrite:
+      return "IO wait (write)";
   }
   return "unknown";
 }
@@ -391,7 +397,7 @@ void acquirep(M* m, P* p) {
     fatal("acquirep: invalid p state");
   }
   m->p = p;
-  p->m.store(m, std::memory_order_relaxed);
+  p->m.store(m, std::memory_order_release);  // sysmon reads the M through it
 }
 
 // Detaches m from its P and returns it (Go's releasep).
@@ -507,6 +513,15 @@ bool newm(P* p, bool spinning, int* err) {
   m->start_idle = p == nullptr;
   {
     LockGuard hold(sched.lock);
+    if (sched.mlive >= sched.maxmcount) {
+      RawBuf b;
+      b.str("runtime: program exceeds ")
+          .dec(sched.maxmcount)
+          .str("-thread limit (goro::set_max_threads)\nfatal error: thread exhaustion\n");
+      b.flush();
+      die();
+    }
+    sched.mlive++;
     m->id = sched.mnext++;
     if (p == nullptr) mput(m);
   }
@@ -542,6 +557,10 @@ bool newm(P* p, bool spinning, int* err) {
         if (m->spinning) sched.nmspinning.fetch_sub(1);
       }
     }
+    {
+      LockGuard hold(sched.lock);
+      sched.mlive--;
+    }
     delete m;
     *err = rc;
     return false;
@@ -563,6 +582,8 @@ void startm(P* p, bool spinning) {
     }
   }
   M* nm = mget();
+  // The timer sleeper may be blocked in the network poller, out of its note's reach (stopm).
+  bool in_poller = nm != nullptr && nm == sched.timer_sleeper;
   sched.lock.unlock();
   if (nm == nullptr) {
     int err = 0;
@@ -582,6 +603,7 @@ void startm(P* p, bool spinning) {
   nm->spinning = spinning;
   nm->nextp.store(p, std::memory_order_release);  // publishes nm->spinning too
   nm->park.wakeup();
+  if (in_poller) netpoll_break();
 }
 
 // Sleeps on m's note until startm has handed it a P, and takes it. A wake-up can be stale (the
@@ -620,26 +642,45 @@ bool stopm(M* m) {
     if (until != 0) {
       std::int64_t cur = INT64_MAX;
       sched.sleep_until.compare_exchange_strong(cur, until, std::memory_order_seq_cst);
+    }
+    // Once the network poller exists the sleeper sleeps in it (Go's blocking netpoll in
+    // findRunnable): fd readiness wakes it as well as the deadline, and whoever would wake
+    // its note also calls netpoll_break() (wake_timer_sleeper, startm). netpoll_inited() is
+    // read after (A): the first poll_open sets it, then wakes the sleeper it finds.
+    G* polled = nullptr;
+    int npolled = 0;
+    if (netpoll_inited()) {
+      std::int64_t delay = -1;
+      if (until != 0) delay = std::max<std::int64_t>(until - nanotime(), 0);
+      npolled = netpoll(delay, &polled);
+    } else if (until != 0) {
       std::int64_t left = until - nanotime();
       if (left > 0) m->park.sleep_for(left);
     } else {
       m->park.sleep();
     }
-    LockGuard hold(sched.lock);
-    if (sched.timer_sleeper == m) {
-      sched.timer_sleeper = nullptr;
-      sched.sleep_until.store(INT64_MAX, std::memory_order_seq_cst);
+    bool taken = true;
+    {
+      LockGuard hold(sched.lock);
+      if (sched.timer_sleeper == m) {
+        sched.timer_sleeper = nullptr;
+        sched.sleep_until.store(INT64_MAX, std::memory_order_seq_cst);
+      }
+      if (m->idle_listed) {
+        // Timed out, or woken by wake_timer_sleeper or the poller: nobody took us from midle.
+        M** pp = &sched.midle;
+        while (*pp != m) pp = &(*pp)->schedlink;
+        *pp = m->schedlink;
+        m->idle_listed = false;
+        sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
+        m->park.clear();
+        taken = false;
+      }
     }
-    if (m->idle_listed) {
-      // Timed out, or woken by wake_timer_sleeper: nobody took us from midle.
-      M** pp = &sched.midle;
-      while (*pp != m) pp = &(*pp)->schedlink;
-      *pp = m->schedlink;
-      m->idle_listed = false;
-      sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
-      m->park.clear();
-      return false;
-    }
+    // Goroutines the poller readied: global queue, Ms for idle Ps but one; this M takes a P
+    // for that one (stopm_until_work, or the one startm hands it).
+    if (npolled > 0) inject_netpoll_batch(polled, npolled);
+    if (!taken) return false;
     // A startm took us from midle; its wake-up (and m->nextp) is on its way.
   }
   acquirep(m, wait_nextp(m));
@@ -680,17 +721,54 @@ void wakep() noexcept {
 
 void wake_timer_sleeper(std::int64_t when) noexcept {
   if (when < sched.sleep_until.load(std::memory_order_seq_cst)) {  // (B')
-    LockGuard hold(sched.lock);
-    if (sched.timer_sleeper != nullptr &&
-        when < sched.sleep_until.load(std::memory_order_relaxed)) {
-      sched.timer_sleeper->park.wakeup();
-      sched.sleep_until.store(when, std::memory_order_relaxed);  // one wake-up is enough
+    bool woke = false;
+    {
+      LockGuard hold(sched.lock);
+      if (sched.timer_sleeper != nullptr &&
+          when < sched.sleep_until.load(std::memory_order_relaxed)) {
+        sched.timer_sleeper->park.wakeup();
+        sched.sleep_until.store(when, std::memory_order_relaxed);  // one wake-up is enough
+        woke = true;
+      }
+    }
+    if (woke) {
+      netpoll_break();  // it may sleep in the network poller rather than on its note (stopm)
       return;
     }
   }
   // No sleeper: an M that is awake will see the timer when it parks; if none is awake (a
   // plain thread armed it), start one, which becomes the sleeper.
   if (getm() == nullptr) wakep();
+}
+
+void inject_netpoll_batch(G* list, int n) noexcept {
+  if (list == nullptr || n <= 0) return;
+  M* m = getm();
+  P* p = m != nullptr ? m->p : nullptr;
+  // How many go to the global queue, and how many Ms to start for them (Go's injectglist).
+  int nglobal = n;
+  int nstart = m != nullptr ? n - 1 : n;  // an M without a P takes a P for one itself
+  if (p != nullptr) {
+    nglobal = std::min(n, sched.npidle.load(std::memory_order_seq_cst));
+    nstart = nglobal;
+  }
+  G* rest = list;
+  if (nglobal > 0) {
+    G* tail = list;
+    for (int i = 1; i < nglobal; i++) tail = tail->schedlink;
+    rest = tail->schedlink;
+    LockGuard hold(sched.lock);
+    globrunqputbatch(list, tail, nglobal);
+  }
+  for (int i = 0; i < nstart && sched.npidle.load(std::memory_order_seq_cst) > 0; i++) {
+    startm(nullptr, false);
+  }
+  while (rest != nullptr) {
+    G* next = rest->schedlink;
+    rest->schedlink = nullptr;
+    runqput(p, rest, false);
+    rest = next;
+  }
 }
 
 namespace {
@@ -839,6 +917,19 @@ G* find_runnable(M* m, bool* inherit) {
       }
     }
     if (gp != nullptr) return gp;
+
+    // The network, without blocking (Go's findRunnable does this too): readiness no M has
+    // collected yet. Skipped while an M is blocked in the poller: that one collects it.
+    if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked()) {
+      G* list = nullptr;
+      if (int n = netpoll(0, &list); n > 0) {
+        gp = list;
+        list = gp->schedlink;
+        gp->schedlink = nullptr;
+        inject_netpoll_batch(list, n - 1);
+        return gp;
+      }
+    }
 
     // Nothing: give up the P and park (rules 3 and 4 of the design essay).
     sched.lock.lock();
@@ -999,7 +1090,7 @@ void startlockedm(M* m, G* gp) {
 // m's locked goroutine is not running: give the P away and sleep until startlockedm hands a P
 // back with the goroutine runnable (Go's stoplockedm).
 void stoplockedm(M* m) {
-  handoffp(releasep(m));
+  if (m->p != nullptr) handoffp(releasep(m));  // none after a blocking call lost it
   acquirep(m, wait_nextp(m));
 }
 
@@ -1052,6 +1143,9 @@ void schedule_loop_body(M* m) {
       // The locked goroutine parked or yielded: this M runs nothing else meanwhile.
       stoplockedm(m);
       next = m->lockedg;
+    } else if (m->p == nullptr) {
+      // Back from a blocking call without a P (exitsyscall0): wait for one.
+      stopm_until_work(m);
     }
   }
 }
@@ -1088,6 +1182,7 @@ void* mstart(void* arg) {
   // A locked goroutine returned: the thread ends and its record waits for reuse by newm.
   tls_m = nullptr;
   LockGuard hold(sched.lock);
+  sched.mlive--;
   m->freelink = sched.mfree;
   sched.mfree = m;
   return nullptr;
@@ -1104,6 +1199,8 @@ struct ParkArgs {
 G* park_m(M* m, G* gp) {
   // The parking goroutine left its arguments in M-independent storage: its own G.
   auto* a = reinterpret_cast<ParkArgs*>(gp->param);
+  gp->waitsince = sched.coarse_now.load(std::memory_order_relaxed);
+  gp->parkgen.store(gp->parkgen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   gp->status.store(kGWaiting, std::memory_order_release);
   if (a->unlockf != nullptr && !a->unlockf(gp, a->arg)) {
     gp->status.store(kGRunnable, std::memory_order_relaxed);
@@ -1119,7 +1216,8 @@ G* park_m(M* m, G* gp) {
 // gopreempt_m).
 G* preempt_m(M* m, G* gp) {
   (void)m;
-  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  gp->parkgen.store(gp->parkgen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  gp->status.store(kGRunnable, std::memory_order_release);
   {
     LockGuard hold(sched.lock);
     globrunqput(gp);
@@ -1131,7 +1229,8 @@ G* preempt_m(M* m, G* gp) {
 namespace {
 
 G* yield_m(M* m, G* gp) {
-  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  gp->parkgen.store(gp->parkgen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  gp->status.store(kGRunnable, std::memory_order_release);
   if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
     // Work waits in the global queue: queue behind it (Go's Gosched always does). Otherwise a
     // goroutine that yields in a loop would keep its P to itself and its queue-mate, and the
@@ -1343,6 +1442,7 @@ void start_runtime() {
   }
   sysmon_init();
   sched.started.store(true, std::memory_order_release);
+  debug_init();
 }
 
 // go() must not publish a goroutine that no M will ever run. If waking an M for it would need
@@ -1388,6 +1488,19 @@ G* waiter() noexcept {
 void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
   G* gp = getg();
   if (gp != nullptr) {
+    if (gp->insyscall) {
+      RawBuf b;
+      b.str("fatal error: goroutine ")
+          .udec(gp->goid)
+          .str(" would block (")
+          .str(wait_reason_string(reason))
+          .str(
+              ") inside goro::blocking: the function run by blocking() must not wait on goro "
+              "primitives\n");
+      b.flush();
+      print_goroutine_header(gp, "");
+      die();
+    }
     ParkArgs a{unlockf, arg};
     gp->param = reinterpret_cast<std::uintptr_t>(&a);
     gp->waitreason = reason;
@@ -1446,6 +1559,77 @@ void gosched() noexcept {
 
 void mcall_from(G* (*fn)(M*, G*)) noexcept {
   mcall(fn);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocking calls (Go's entersyscall / exitsyscall).
+//
+//  1. entersyscall: the goroutine stays on its M, which keeps nothing but a note of its P
+//     (m->oldp); the P goes to kPSyscall with no M. The goroutine is not preemptible meanwhile
+//     (it runs no scheduled code) and must not park.
+//  2. If the call is short, exitsyscall takes the P back with one CAS kPSyscall → kPRunning.
+//  3. sysmon (retake) takes a P that has stayed in kPSyscall for one of its rounds (>= 20 us)
+//     when the P has queued work or no M is idle or spinning to pick up new work, and after
+//     10 ms in any case, by the same CAS, and hands it to another M (handoffp).
+//  4. Then exitsyscall takes any idle P; failing that, the goroutine goes to the global run
+//     queue (exitsyscall0) and its M parks.
+// A goroutine called from a plain thread or g0 runs the function directly.
+
+G* exitsyscall0(M* m, G* gp) {
+  (void)m;
+  gp->status.store(kGRunnable, std::memory_order_relaxed);
+  LockGuard hold(sched.lock);
+  globrunqput(gp);
+  return nullptr;
+}
+
+bool retake_syscall_p(P* p) {
+  std::uint32_t st = kPSyscall;
+  if (!p->status.compare_exchange_strong(st, kPRunning, std::memory_order_acq_rel)) return false;
+  handoffp(p);
+  return true;
+}
+
+void entersyscall(const void* site) noexcept {
+  G* gp = getg();
+  if (gp == nullptr) return;
+  gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  M* m = gp->m;
+  P* p = releasep(m);
+  m->oldp = p;
+  gp->syscall_site = site;
+  gp->insyscall = true;
+  p->syscalltick.store(p->syscalltick.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
+  p->status.store(kPSyscall, std::memory_order_release);
+}
+
+void exitsyscall() noexcept {
+  G* gp = getg();
+  if (gp == nullptr) return;
+  M* m = gp->m;
+  P* p = m->oldp;
+  m->oldp = nullptr;
+  gp->insyscall = false;
+  std::uint32_t st = kPSyscall;
+  if (p->status.compare_exchange_strong(st, kPRunning, std::memory_order_acq_rel)) {
+    acquirep(m, p);  // the fast path: nobody took it
+  } else {
+    sched.lock.lock();
+    P* np = pidleget();
+    sched.lock.unlock();
+    if (np != nullptr) {
+      acquirep(m, np);
+    } else {
+      mcall(exitsyscall0);  // resumes on an M that holds a P
+    }
+  }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::uint32_t n = gp->preempt_off.load(std::memory_order_relaxed) - 1;
+  gp->preempt_off.store(n, std::memory_order_relaxed);
+  if (n == 0 && gp->preempt.load(std::memory_order_relaxed)) preempt_yield();
 }
 
 bool can_spin(int iter) noexcept {
@@ -1651,7 +1835,8 @@ int set_gomaxprocs(int n) {
         stack_flush_cache(&p->cache);
         gflush(&p->cache);
         timers_move(&p->timers, &sched.allp[0]->timers);
-      } else if (p->status.load(std::memory_order_relaxed) == kPRunning) {
+      } else if (p->status.load(std::memory_order_relaxed) == kPRunning ||
+                 p->status.load(std::memory_order_relaxed) == kPSyscall) {
         p->retire.store(true, std::memory_order_relaxed);
       }
     }
@@ -1730,6 +1915,14 @@ void unlock_os_thread() {
     g->lockedm->lockedg = nullptr;
     g->lockedm = nullptr;
   }
+}
+
+int set_max_threads(int n) {
+  if (n < 1) throw std::invalid_argument("goro::set_max_threads: n must be >= 1");
+  LockGuard hold(sched.lock);
+  int old = sched.maxmcount;
+  sched.maxmcount = n;
+  return old;
 }
 
 int os_thread_lock_depth() noexcept {

@@ -41,6 +41,8 @@ enum class WaitReason : std::uint8_t {
   kSelectNoCases,
   kChanReceiveNil,
   kChanSendNil,
+  kIORead,   // netpoll: waiting for an fd to become readable (or its deadline, or close)
+  kIOWrite,  // netpoll: waiting for an fd to become writable
 };
 const char* wait_reason_string(WaitReason r) noexcept;
 
@@ -121,6 +123,11 @@ struct alignas(64) G {
   // pthread mutexes (and rwlocks) held, counted by the interposer (hook/pthread_hooks.cpp).
   std::uint32_t oslocks = 0;
 
+  // --- goro::blocking: set while the goroutine runs a blocking call (no P held), and where
+  // the call was made (for stats: the sites responsible for extra threads).
+  bool insyscall = false;
+  const void* syscall_site = nullptr;
+
   // --- LockOSThread: the M it is wired to, and the nesting depth. Written by the goroutine.
   M* lockedm = nullptr;
   std::int32_t lockdepth = 0;
@@ -134,6 +141,9 @@ enum PStatus : std::uint32_t {
   kPIdle = 0,  // in sched.pidle; owned by the scheduler lock
   kPRunning,   // held by p->m, or taken by pidleget and being handed to an M
   kPRetired,   // beyond GOMAXPROCS; owned by the scheduler lock; may be revived
+  kPSyscall,   // its M runs a goroutine inside goro::blocking; owned by nobody: the M takes it
+               // back by CAS to kPRunning when the call returns, or sysmon (or another M's
+               // exitsyscall) takes it first by the same CAS and hands it on
 };
 
 inline constexpr int kStackCacheSize = 64;
@@ -168,6 +178,8 @@ struct alignas(64) P {
   std::atomic<M*> m{nullptr};       // holder while running (written by it; sysmon reads it)
   // Incremented by its M each time it starts a goroutine on a new time slice; read by sysmon.
   std::atomic<std::uint32_t> schedtick{0};
+  // Incremented by its M at each goro::blocking entry; read by sysmon.
+  std::atomic<std::uint32_t> syscalltick{0};
   RunQueue<G, 256> runq;
   TimerHeap timers;  // its own lock
   LocalCache cache;  // owner only
@@ -179,6 +191,7 @@ struct M {
   void* g0_sp = nullptr;          // the g0 context's saved stack pointer while a goroutine runs
   std::atomic<G*> curg{nullptr};  // the goroutine running on it; written only by this M
   P* p = nullptr;                 // the P it holds; written by this M (or before it starts)
+  P* oldp = nullptr;              // during goro::blocking: the P it left in kPSyscall
   // A P handed over by startm (written before its park.wakeup(), read after park wakes; a
   // stale wake-up can come first, so the reader waits until it is non-null).
   std::atomic<P*> nextp{nullptr};
@@ -220,6 +233,8 @@ struct Sched {
   M* midle = nullptr;
   std::atomic<int> nmidle{0};  // written under lock, also read without it
   std::int64_t mnext = 0;      // Ms created so far (also the next M id)
+  int mlive = 0;               // Ms whose thread exists or is being created, under lock
+  int maxmcount = 10000;       // goro::set_max_threads, under lock
   // Idle Ps, under lock; npidle is also read without it.
   P* pidle = nullptr;
   std::atomic<int> npidle{0};
@@ -276,6 +291,14 @@ void wake_timer_sleeper(std::int64_t when) noexcept;
 // Tries to add an M to run goroutines, if a P is idle and no M is spinning (Go's wakep).
 void wakep() noexcept;
 
+// Queues a batch of goroutines that the network poller made runnable (netpoll(): status
+// kGRunnable, linked through schedlink, n of them) and starts Ms for idle Ps to run them (Go's
+// injectglist). With a P (the caller's), as many as there are idle Ps go to the global queue,
+// each with an M started for it, the rest to the P's run queue. Without a P, all go to the
+// global queue and Ms are started for all but one: the caller is expected to take an idle P
+// for that one itself (the timer sleeper does). proc.cpp.
+void inject_netpoll_batch(G* list, int n) noexcept;
+
 // Lets the calling goroutine run others and come back (Gosched). Plain threads sched_yield.
 void gosched() noexcept;
 
@@ -317,6 +340,9 @@ bool async_preempt_enabled() noexcept;
 G* preempt_m(M* m, G* gp);
 // Calls mcall(fn) for the calling goroutine (proc.cpp).
 void mcall_from(G* (*fn)(M*, G*)) noexcept;
+// sysmon: takes a P that sits in kPSyscall and hands it to another M. False if its M (or
+// another) took it first.
+bool retake_syscall_p(P* p);
 
 // Whether a spinning wait on a contended lock is worthwhile (Go's sync_runtime_canSpin).
 bool can_spin(int iter) noexcept;

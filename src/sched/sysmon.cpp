@@ -18,6 +18,13 @@
 // tick has not moved for forcePreemptNS (10 ms) gets its running goroutine preempted, and
 // again every round until the tick moves.
 //
+// Blocking calls (goro::blocking; protocol in proc.cpp, "Blocking calls")
+// ------------------------------------------------------------------------
+// A P whose M is inside a blocking call sits in kPSyscall. sysmon gives the call one round
+// (>= 20 us) to return; after that it retakes the P (CAS kPSyscall → kPRunning, handoffp) if
+// the P has queued work, the global queue has work, or no M is idle or spinning to take new
+// work; after 10 ms it retakes it in any case. A retake resets sysmon's back-off to 20 us.
+//
 // Preemption protocol
 // -------------------
 //  1. sysmon sets g->preempt on the P's current goroutine (m->curg).
@@ -72,6 +79,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(GORO_TSAN)
+// Exported by the TSan runtimes of GCC and Clang (not declared in their public headers).
+extern "C" void __tsan_ignore_thread_begin();
+#endif
+
 #include "base/lock.hpp"
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
@@ -109,6 +121,7 @@ struct Counters {
   std::atomic<std::uint64_t> cooperative{0};
   std::atomic<std::uint64_t> async{0};
   std::atomic<std::uint64_t> signals{0};
+  std::atomic<std::uint64_t> handoffs{0};
 };
 Counters counters;
 
@@ -130,7 +143,7 @@ bool env_is_zero(const char* name) {
   return v != nullptr && std::strcmp(v, "0") == 0;
 }
 
-int collect_main_text(dl_phdr_info* info, std::size_t, void*) {
+[[maybe_unused]] int collect_main_text(dl_phdr_info* info, std::size_t, void*) {
   // The first object reported is the main program.
   for (int i = 0; i < info->dlpi_phnum && ntext_ranges < kMaxRanges; i++) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
@@ -153,7 +166,7 @@ bool pc_preemptible(std::uintptr_t pc) {
 }
 
 // XSAVE support and the area size for the components the OS enabled (CPUID leaf 0xD).
-bool init_xsave() {
+[[maybe_unused]] bool init_xsave() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & (1u << 27)) == 0) return false;  // OSXSAVE
   std::uint32_t lo = 0, hi = 0;
@@ -199,6 +212,7 @@ void sigurg_handler(int sig, siginfo_t* info, void* ucv) {
   errno = saved_errno;
 }
 
+#if !defined(GORO_TSAN)
 void install_handler() {
   if (!init_xsave()) return;
   dl_iterate_phdr(collect_main_text, nullptr);
@@ -218,6 +232,7 @@ void install_handler() {
   sigfillset(&sa.sa_mask);
   if (sigaction(SIGURG, &sa, nullptr) == 0) async_enabled.store(true, std::memory_order_relaxed);
 }
+#endif
 
 // Whether our handler is still the installed one; warns once and turns asynchronous preemption
 // off when the application replaced it.
@@ -253,20 +268,55 @@ struct PWatch {
   std::uint32_t schedtick = 0;
   std::int64_t schedwhen = 0;
   bool seen = false;
+  std::uint32_t syscalltick = 0;
+  std::int64_t syscallwhen = 0;
+  bool sysseen = false;
 };
 PWatch watch[kMaxProcs];
 
-// One round over the Ps. Returns the next time a slice may need ending (INT64_MAX: none) and
-// sets *busy when some P holds an M.
-std::int64_t retake(std::int64_t now, bool* busy) {
-  std::int64_t next = INT64_MAX;
+// One round over the Ps: ends long time slices and retakes Ps from blocking calls. Returns the
+// number of Ps retaken; *next is the next time a slice may need ending (INT64_MAX: none) and
+// *busy tells whether some P is in use.
+int retake(std::int64_t now, std::int64_t* next, bool* busy) {
+  int retaken = 0;
+  *next = INT64_MAX;
   *busy = false;
   int n = sched.nallp.load(std::memory_order_acquire);
   for (int i = 0; i < n; i++) {
     P* p = sched.allp[i];
+    if (p == nullptr) continue;
     PWatch& w = watch[i];
-    M* m = p != nullptr ? p->m.load(std::memory_order_relaxed) : nullptr;
-    if (m == nullptr || p->status.load(std::memory_order_relaxed) != kPRunning) {
+    std::uint32_t status = p->status.load(std::memory_order_acquire);
+    if (status == kPSyscall) {
+      *busy = true;
+      w.seen = false;
+      std::uint32_t t = p->syscalltick.load(std::memory_order_relaxed);
+      if (!w.sysseen || w.syscalltick != t) {
+        // First sight of this call: give it one round (>= 20 us) to return by itself.
+        w.sysseen = true;
+        w.syscalltick = t;
+        w.syscallwhen = now;
+        continue;
+      }
+      // Not worth waking a thread while nothing waits for this P and other Ms could take new
+      // work, unless the call has lasted 10 ms.
+      if (p->runq.empty() && sched.runqsize.load(std::memory_order_relaxed) == 0 &&
+          sched.nmspinning.load(std::memory_order_relaxed) +
+                  sched.npidle.load(std::memory_order_relaxed) >
+              0 &&
+          now - w.syscallwhen < kForcePreemptNs) {
+        continue;
+      }
+      if (retake_syscall_p(p)) {
+        counters.handoffs.fetch_add(1, std::memory_order_relaxed);
+        retaken++;
+      }
+      w.sysseen = false;
+      continue;
+    }
+    w.sysseen = false;
+    M* m = p->m.load(std::memory_order_acquire);
+    if (m == nullptr || status != kPRunning) {
       w.seen = false;
       continue;
     }
@@ -276,16 +326,25 @@ std::int64_t retake(std::int64_t now, bool* busy) {
       w.seen = true;
       w.schedtick = t;
       w.schedwhen = now;
-    } else if (now - w.schedwhen >= kForcePreemptNs) {
-      preemptone(m);
     }
     std::int64_t end = w.schedwhen + kForcePreemptNs;
-    if (end < next) next = end;
+    if (now >= end) {
+      preemptone(m);
+      // Not served yet (an unsafe point, a NoPreempt): ask again a round later, not at once.
+      end = now + kBusyDelayNs;
+    }
+    if (end < *next) *next = end;
   }
-  return next;
+  return retaken;
 }
 
 void* sysmon_main(void*) {
+#if defined(GORO_TSAN)
+  // sysmon reads Ms and Gs that their owners may be recycling (a stale m->curg, a G record
+  // being reused): benign by design (a stale request costs one early yield), as in Go, but
+  // not something TSan can know.
+  __tsan_ignore_thread_begin();
+#endif
   std::int64_t delay = kMinDelayNs;
   int idle = 0;
   for (;;) {
@@ -296,7 +355,12 @@ void* sysmon_main(void*) {
     }
     std::int64_t now = nanotime();
     bool busy = false;
-    std::int64_t next = retake(now, &busy);
+    std::int64_t next = INT64_MAX;
+    if (retake(now, &next, &busy) > 0) {
+      idle = 0;
+    } else {
+      idle++;
+    }
     sched.coarse_now.store(now, std::memory_order_relaxed);
     if (!busy) {
       sched.lock.lock();
@@ -321,7 +385,6 @@ void* sysmon_main(void*) {
     };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-    idle++;
   }
   return nullptr;
 }
@@ -402,6 +465,10 @@ NoPreempt::~NoPreempt() {
   std::uint32_t n = gp->preempt_off.load(std::memory_order_relaxed) - 1;
   gp->preempt_off.store(n, std::memory_order_relaxed);
   if (n == 0 && gp->preempt.load(std::memory_order_relaxed)) preempt_yield();
+}
+
+std::uint64_t blocking_handoffs() noexcept {
+  return counters.handoffs.load(std::memory_order_relaxed);
 }
 
 PreemptCounts preempt_counts() noexcept {
