@@ -3,6 +3,12 @@
 //   seed_demo          10,000 goroutines each summing 0..999 on O(GOMAXPROCS) OS threads
 //   seed_demo park     100,000 and then 1,000,000 goroutines parked on one gate: threads,
 //                      memory per goroutine, spawn and release times
+//   seed_demo preempt  GOMAXPROCS=1: a goroutine in a tight loop with no calls cannot starve
+//                      another one (signal-based preemption after 10 ms)
+//   seed_demo blocking a goroutine in a blocking call: the others keep running, the thread
+//                      count rises by one; LockOSThread pins a goroutine to its thread
+//   seed_demo profile  the goroutine profile (Go's pprof goroutine, debug=1), grouped stacks
+#include <unistd.h>
 #include <goro/goro.hpp>
 
 #include <atomic>
@@ -10,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <string>
 
 namespace {
@@ -109,12 +116,112 @@ int park_example() {
   return 0;
 }
 
+// "Preemption: goroutines are scheduled cooperatively and preemptively (since Go 1.14,
+// signals preempt long-running goroutines)".
+int preempt_example() {
+  goro::set_gomaxprocs(1);
+  std::atomic<bool> stop{false};
+  goro::WaitGroup wg;
+  wg.add(2);
+  auto t0 = std::chrono::steady_clock::now();
+  std::atomic<double> ran_after{-1};
+  goro::go([&] {
+    // No function calls, no channel operations: only a signal can take the processor away.
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+    wg.done();
+  });
+  goro::go([&] {
+    ran_after = seconds_since(t0);
+    stop = true;
+    wg.done();
+  });
+  wg.wait();
+  goro::PreemptCounts c = goro::preempt_counts();
+  std::printf(
+      "GOMAXPROCS=1: the second goroutine ran %.1f ms after a tight loop took the only P "
+      "(asynchronous preemptions: %llu)\n",
+      ran_after.load() * 1e3, static_cast<unsigned long long>(c.async));
+  return 0;
+}
+
+// "When a goroutine blocks on a syscall, the runtime parks it and moves the OS thread to
+// another goroutine - or creates a new OS thread if needed."
+int blocking_example() {
+  goro::set_gomaxprocs(1);
+  std::atomic<long> ticks{0};
+  std::atomic<bool> stop{false};
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&] {
+    while (!stop) {
+      ticks++;
+      goro::yield();
+    }
+    wg.done();
+  });
+  int threads_before = goro::num_threads();
+  std::atomic<int> threads_during{0};
+  long ticks_before = ticks;
+  goro::WaitGroup blocked;
+  blocked.add(1);
+  goro::go([&] {
+    goro::blocking([&] {
+      ::usleep(200'000);  // a call the runtime cannot make non-blocking
+      threads_during = goro::num_threads();
+    });
+    blocked.done();
+  });
+  blocked.wait();
+  std::printf(
+      "GOMAXPROCS=1, one goroutine 200 ms in a blocking call: the other goroutine kept running "
+      "(%ld iterations meanwhile); OS threads %d before, %d during (handoffs: %llu)\n",
+      ticks - ticks_before, threads_before, threads_during.load(),
+      static_cast<unsigned long long>(goro::blocking_handoffs()));
+  // LockOSThread: one goroutine keeps its thread across parks; nothing else runs there.
+  goro::go([&] {
+    goro::lock_os_thread();
+    int tid = goro::os_thread_id();
+    bool same = true;
+    for (int i = 0; i < 100; i++) {
+      goro::sleep_for(std::chrono::microseconds(100));
+      same = same && goro::os_thread_id() == tid;
+    }
+    goro::unlock_os_thread();
+    std::printf("lock_os_thread: 100 sleeps, always on thread %d: %s\n", tid, same ? "yes" : "no");
+    stop = true;
+    wg.done();
+  });
+  wg.add(1);
+  wg.wait();
+  return 0;
+}
+
+__attribute__((noinline)) void worker(goro::Chan<int> jobs) {
+  for (int j : jobs) (void)j;
+}
+
+// "Goroutine profiles": what every goroutine is doing, grouped by stack.
+int profile_example() {
+  goro::Chan<int> jobs(0);
+  for (int i = 0; i < 1000; i++) goro::go(goro::GoOptions{.name = "worker"}, worker, jobs);
+  goro::sleep_for(std::chrono::milliseconds(50));
+  std::printf("NumGoroutine: %lld\n", static_cast<long long>(goro::num_goroutine()));
+  goro::debug::write_goroutines(std::cout, goro::debug::Detail::kGrouped);
+  jobs.close();
+  while (goro::num_goroutine() > 0) goro::yield();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "park") == 0) return park_example();
+  if (argc > 1 && std::strcmp(argv[1], "preempt") == 0) return preempt_example();
+  if (argc > 1 && std::strcmp(argv[1], "blocking") == 0) return blocking_example();
+  if (argc > 1 && std::strcmp(argv[1], "profile") == 0) return profile_example();
   if (argc > 1) {
-    std::fprintf(stderr, "usage: %s [park]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [park|preempt|blocking|profile]\n", argv[0]);
     return 2;
   }
   return seed_example();
