@@ -34,8 +34,10 @@
  *           [rsp] = interrupted rip, interrupted rsp = rsp + 8 + 128.
  *       Saves rflags and every general-purpose register, then the XSAVE state selected by
  *       goro_xsave_mask (vector registers, MXCSR, x87) in a 64-byte aligned area of
- *       goro_xsave_size bytes, calls goro_async_preempt_park() (which yields; the goroutine
- *       may come back on another thread), restores it all and returns with `ret $128`.
+ *       goro_xsave_size bytes, resets the x87 unit (fninit: the interrupted code may have left
+ *       values on its register stack, which calls never do), calls goro_async_preempt_park()
+ *       (which yields; the goroutine may come back on another thread), restores it all and
+ *       returns with `ret $128`.
  *
  *   goro_arch_text_begin / goro_arch_text_end bound all of the above: the signal handler
  *   never diverts code between them (a half-done switch, or the stub itself).
@@ -215,6 +217,9 @@ goro_async_preempt:
         movl    goro_xsave_mask(%rip), %eax
         movl    goro_xsave_mask+4(%rip), %edx
         xsave64 (%rsp)
+        /* The interrupted code may hold values on the x87 register stack (the ABI empties it
+         * only at calls): reset it, or the next goroutine on this thread would find it full. */
+        fninit
         cld
         call    goro_async_preempt_park
         movl    goro_xsave_mask(%rip), %eax
