@@ -163,6 +163,43 @@ TEST(BlockingThreads, OneBlockedGoroutineCostsAtMostOneThread) {
   EXPECT_LE(during, before + 1) << "before " << before << ", during " << during;
 }
 
+// A burst of blocking calls needs many threads; once they return and stay idle, the extra
+// threads exit (after about 2 s idle each), unlike Go's, which stay forever.
+TEST(BlockingThreads, IdleThreadsExitAfterABurst) {
+  int old = goro::set_gomaxprocs(2);
+  goro::WaitGroup warm;
+  warm.add(1);
+  goro::go([&] { warm.done(); });
+  warm.wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int before = goro::num_threads();
+  const int n = 24;
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
+  goro::WaitGroup wg;
+  for (int i = 0; i < n; i++) {
+    wg.add(1);
+    goro::go([&] {
+      goro::blocking([&] {
+        inside.fetch_add(1);
+        while (!release.load()) ::usleep(1000);
+      });
+      wg.done();
+    });
+  }
+  // Every goroutine gets into its call: each holds a thread.
+  const bool all_in = goro_test::wait_until([&] { return inside.load() == n; }, 30);
+  const int peak = goro::num_threads();
+  release = true;
+  wg.wait();
+  const bool fell = goro_test::wait_until([&] { return goro::num_threads() <= before + 2; }, 20);
+  goro::set_gomaxprocs(old);
+  EXPECT_TRUE(all_in) << inside.load() << " of " << n << " goroutines entered their call";
+  EXPECT_GE(peak, before + n - 2) << "blocking calls did not get threads of their own";
+  EXPECT_TRUE(fell) << "threads: " << before << " before, " << peak << " at the peak, "
+                    << goro::num_threads() << " 20 s after the burst";
+}
+
 TEST(BlockingThreads, SetMaxThreadsValidatesAndReturnsThePrevious) {
   EXPECT_THROW(goro::set_max_threads(0), std::invalid_argument);
   int old = goro::set_max_threads(5000);

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "goro/goro.hpp"
+#include "goro/testing.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -78,9 +79,16 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   return "P" + std::to_string(info.param.procs) + "_" + m;
 }
 
-// Goroutines this test binary parks forever on purpose (blocked on a nil channel): TearDown
-// expects exactly these to be left.
+// Goroutines this test binary parks forever on purpose (blocked on a nil channel), named
+// kParkedForever: TearDown expects exactly these to be left.
 std::atomic<std::int64_t> g_parked_forever{0};
+constexpr const char* kParkedForever = "parked-forever";
+
+// What every test's TearDown checks: no goroutine left but those (goroutines that are ending
+// get 5 s, as before).
+goro::testing::LeftOptions left_options() {
+  return {.grace = std::chrono::seconds(5), .ignore_name_prefix = {kParkedForever}};
+}
 
 // Starts tasks as goroutines or threads (as the mode says) and waits for all of them. A task
 // that does not finish within the deadline aborts the process (a lost wake-up or a deadlock in
@@ -139,10 +147,8 @@ class ChanTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam().procs); }
   void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until([] {
-      return goro::num_goroutine() == g_parked_forever.load();
-    })) << "goroutines left: "
-        << goro::num_goroutine() << ", parked on purpose " << g_parked_forever.load();
+    goro::testing::expect_no_goroutines_left(left_options());
+    EXPECT_GE(goro::num_goroutine(), g_parked_forever.load());
   }
   Mode mode() const { return GetParam().mode; }
   int procs() const { return GetParam().procs; }
@@ -714,11 +720,11 @@ TEST_P(ChanTest, NilChannel) {
     std::thread(blocked_send).detach();
   } else if (goroutines) {
     g_parked_forever += 2;
-    goro::go(blocked_recv);
-    goro::go(blocked_send);
+    goro::go({.name = kParkedForever}, blocked_recv);
+    goro::go({.name = kParkedForever}, blocked_send);
   } else {
     g_parked_forever += 1;
-    goro::go(blocked_recv);
+    goro::go({.name = kParkedForever}, blocked_recv);
     std::thread(blocked_send).detach();
   }
   pause(100ms);
@@ -963,12 +969,7 @@ TEST_P(ChanTest, HandleCopiesShareTheChannel) {
 class ChanStressTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam()); }
-  void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until([] {
-      return goro::num_goroutine() == g_parked_forever.load();
-    })) << "goroutines left: "
-        << goro::num_goroutine();
-  }
+  void TearDown() override { goro::testing::expect_no_goroutines_left(left_options()); }
 };
 
 // 4 producers and 4 consumers, half goroutines and half threads on each side, through one

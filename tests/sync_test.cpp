@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "goro/goro.hpp"
+#include "goro/testing.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -24,8 +25,8 @@ class SyncTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { goro::set_gomaxprocs(GetParam()); }
   void TearDown() override {
-    EXPECT_TRUE(goro_test::wait_until([] { return goro::num_goroutine() == 0; }))
-        << "goroutines left: " << goro::num_goroutine();
+    // Every test ends its goroutines: they get 5 s to return.
+    goro::testing::expect_no_goroutines_left({.grace = std::chrono::seconds(5)});
   }
   int procs() const { return GetParam(); }
 };

@@ -11,6 +11,8 @@
 namespace goro {
 
 namespace internal {
+// site: the code address that goro::stats() reports for this call (null: entersyscall's own
+// return address, i.e. where it was called from).
 GORO_API void entersyscall(const void* site) noexcept;
 GORO_API void exitsyscall() noexcept;
 }  // namespace internal
@@ -36,7 +38,10 @@ decltype(auto) blocking(F&& f, Args&&... args) {
   struct Exit {
     ~Exit() { internal::exitsyscall(); }
   };
-  internal::entersyscall(__builtin_return_address(0));
+  // No site: entersyscall records its own return address, which lies here, inlined into the
+  // caller's code at the blocking() call (__builtin_return_address(0) here would name the
+  // caller's caller once blocking() is inlined).
+  internal::entersyscall(nullptr);
   Exit exit;
   return std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
 }

@@ -25,11 +25,17 @@
 // Element types: any T that is nothrow-move-constructible (values move through the channel
 // under its lock, where a throwing move could not be undone); move-only types work.
 //
+// Leak checking: after goro::debug::track_leaks() (goro/debug.hpp) every handle of a channel
+// made from then on records its own address, so that goro::debug::find_leaks can tell where
+// each handle lives. Handles must then move only through their constructors and assignment
+// (never relocated with memcpy), as for any type that is not trivially copyable.
+//
 // Memory ordering: a send happens-before the receive that gets its value completes; a close
 // happens-before a receive that reports closed; on an unbuffered channel the receive
 // happens-before the send returns (Go's memory model).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -84,6 +90,26 @@ GORO_API void chan_close(ChanCore* c);
 GORO_API std::size_t chan_len(const ChanCore* c) noexcept;
 GORO_API std::size_t chan_cap(const ChanCore* c) noexcept;
 
+// Handle tracking for goro::debug::find_leaks (design in src/chan/chan.cpp, "Handle
+// tracking"). A channel made while chan_track_on is set records the address of each of its
+// handles: the constructors, the assignment and the destructor below report where a handle
+// appears and disappears. chan_track_on is set by goro::debug::track_leaks() or GORO_LEAKCHECK=1
+// and never cleared. Off, a copy and a destruction cost what they did (one more predictable
+// branch inside the library call) and a move one predictable branch on chan_tracking().
+GORO_API extern std::atomic<bool> chan_track_on;
+inline bool chan_tracking() noexcept {
+  return chan_track_on.load(std::memory_order_relaxed);
+}
+// chan_make, then records `handle` as the channel's first handle if tracking is on.
+GORO_API ChanCore* chan_make_at(std::size_t cap, const ElemOps* ops, const void* handle);
+// chan_retain / chan_release for the handle at `handle`.
+GORO_API void chan_retain_at(ChanCore* c, const void* handle) noexcept;
+GORO_API void chan_release_at(ChanCore* c, const void* handle) noexcept;
+// A handle of c moved from `from` to `to` (c non-null).
+GORO_API void chan_track_move(ChanCore* c, const void* from, const void* to) noexcept;
+// The handles at a and b exchanged their channels: a now holds ca (which b held), b holds cb.
+GORO_API void chan_track_swap(const void* a, ChanCore* ca, const void* b, ChanCore* cb) noexcept;
+
 }  // namespace internal
 
 template <class T>
@@ -103,20 +129,25 @@ class Chan {
 
   /// A new channel with room for `capacity` buffered values; 0 makes it unbuffered. Throws
   /// std::bad_alloc.
-  explicit Chan(std::size_t capacity) : c_(internal::chan_make(capacity, &internal::kElemOps<T>)) {}
+  explicit Chan(std::size_t capacity) {
+    c_ = internal::chan_make_at(capacity, &internal::kElemOps<T>, this);
+  }
 
   Chan(const Chan& o) noexcept : c_(o.c_) {
-    if (c_ != nullptr) internal::chan_retain(c_);
+    if (c_ != nullptr) internal::chan_retain_at(c_, this);
   }
-  Chan(Chan&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  Chan(Chan&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {
+    if (c_ != nullptr && internal::chan_tracking()) internal::chan_track_move(c_, &o, this);
+  }
   Chan& operator=(Chan o) noexcept {
     std::swap(c_, o.c_);
+    if (internal::chan_tracking()) internal::chan_track_swap(this, c_, &o, o.c_);
     return *this;
   }
   /// Dropping the last handle frees the channel and any values still buffered in it. (A
   /// goroutine blocked on the channel holds a handle, so it cannot be freed under it.)
   ~Chan() {
-    if (c_ != nullptr) internal::chan_release(c_);
+    if (c_ != nullptr) internal::chan_release_at(c_, this);
   }
 
   /// Sends v, blocking while the channel is full (unbuffered: until a receiver takes it).

@@ -72,8 +72,11 @@
 // frames in every trace).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include "goro/export.hpp"
 
@@ -109,5 +112,136 @@ GORO_API void write_goroutines(std::ostream& out, Detail detail = Detail::kFull)
 
 /// The same dump as write_goroutines, returned as a string. Same contract.
 GORO_API std::string goroutines(Detail detail = Detail::kFull);
+
+// ---------------------------------------------------------------------------------------------
+// Leaks (src/debug/leak.cpp; the method, its assumptions and limits are its design comment).
+//
+//   goro::debug::track_leaks();                  // first thing in main(), or GORO_LEAKCHECK=1
+//   ...
+//   goro::debug::LeakReport r = goro::debug::find_leaks();
+//   if (r.leaked_goroutines() > 0) std::cerr << r.str();
+//
+// A goroutine is leaked when nothing can ever wake it: it is parked on a nil channel or in a
+// select with no cases, or on channels (a select: on all its channel cases, with no deadline)
+// whose every handle (goro::Chan object) is held by leaked goroutines themselves — in their
+// live stacks or closures, with no pointer from anywhere else into those. The verdict is exact
+// for channels (no false positives, under the assumptions in leak.cpp: plain 8-byte aligned
+// pointers, handles never memcpy'd); what cannot be judged is reported as such, never as a
+// leak: waits on goro::Mutex, RWMutex, WaitGroup, Once, Cond, Semaphore, Group (plain objects
+// that anyone holding a pointer may still signal), and waits on channels made while tracking
+// was off. Sleeping goroutines, I/O waits and selects with a deadline are never leaks.
+
+/// Turns on channel handle tracking: every channel made from now on records where each of its
+/// handles lives, which find_leaks needs to judge channel waits. Irrevocable (a tracked
+/// channel's handles must be followed for its whole life). GORO_LEAKCHECK=1 in the environment
+/// does the same before main(). Cost while on: each copy, move and destruction of a handle of
+/// a tracked channel takes that channel's registry lock and updates a hash set (tens of
+/// nanoseconds; see leak_test's HandleCopyCost); off, a handle move costs one more predictable
+/// branch. Thread-safe, never blocks; channels made before the call stay untracked.
+GORO_API void track_leaks() noexcept;
+
+/// Whether handle tracking is on.
+GORO_API bool leaks_tracked() noexcept;
+
+/// Goroutines with the same verdict, state, reason and stack.
+struct LeakGroup {
+  std::vector<std::uint64_t> ids;  ///< goroutine ids, ascending
+  std::string state;  ///< the wait, as in dumps: "chan receive", "select", "sync.Mutex.Lock"...
+  std::string why;    ///< the reason for the verdict (or why it cannot be judged)
+  /// The stack, as the frames and "created by" lines of a Detail::kFull dump (without the
+  /// "goroutine N [state]:" line); only the "created by" lines with LeakOptions::stacks off.
+  std::string trace;
+};
+
+/// What find_leaks found. Groups are sorted by descending size.
+struct LeakReport {
+  std::vector<LeakGroup> leaked;   ///< goroutines that can never be woken
+  std::vector<LeakGroup> unknown;  ///< blocked on something find_leaks cannot judge
+  std::size_t goroutines = 0;      ///< goroutines examined (the caller excluded)
+  bool channels_tracked = false;   ///< handle tracking was on (channel waits were judged)
+  bool memory_scanned = false;     ///< the reference scan could read this process's memory
+  /// The kinds of wait find_leaks never judges (always the same list, for the reader).
+  std::vector<std::string> not_judged;
+
+  /// The number of goroutines in `leaked`.
+  GORO_API std::size_t leaked_goroutines() const noexcept;
+  /// A human-readable report: a summary line, then each group with its ids and stack.
+  GORO_API std::string str() const;
+};
+
+/// Options of find_leaks.
+struct LeakOptions {
+  /// Take a goroutine dump for the groups' stacks (otherwise only creation sites).
+  bool stacks = true;
+};
+
+/// Finds the goroutines that can never be woken (see above) and those it cannot judge.
+/// Callable from goroutines and plain threads at any time; the calling goroutine is never
+/// reported. It does not stop the world: a goroutine must stay parked throughout (two runs of
+/// the analysis) to be reported.
+///
+/// Blocking: never parks; blocks the calling thread while it reads the process's memory and
+/// (with stacks) takes a goroutine dump, taking each tracked channel's lock briefly.
+/// Cost: proportional to the resident writable memory of the process (it scans it for
+/// pointers into the blocked goroutines' stacks, about a gigabyte per second) when some
+/// goroutine waits on tracked channels, plus the dump; milliseconds for a small process.
+/// Errors: throws std::bad_alloc when memory runs out. A leak can be missed (never invented)
+/// when stale memory, such as a previous goroutine dump's freed buffers, holds an address
+/// inside the leaked goroutine's stack. Thread-safe.
+GORO_API LeakReport find_leaks(const LeakOptions& options = {});
+
+// ---------------------------------------------------------------------------------------------
+// Deadlock detection (src/debug/deadlock.cpp).
+//
+// When every goroutine is parked on goro primitives, no timer is armed, no goroutine waits for
+// I/O or runs a blocking call, and every thread outside the runtime is itself blocked in a goro
+// primitive (so none can wake anything), the program is deadlocked: like Go, the runtime prints
+// "fatal error: all goroutines are asleep - deadlock!", a goroutine dump (Detail::kFull), and
+// ends the process with exit status 2. The monitor thread looks when every P goes idle and
+// confirms over 50 ms that nothing moved. A thread that is not blocked in a goro primitive
+// (running, sleeping, in std::thread::join, in a std::mutex) could still wake a goroutine, so
+// then there is no verdict: kReport prints a warning once instead.
+// Environment: GORO_DEADLOCK=0 (off), GORO_DEADLOCK=report (kReport); default kFatal.
+// Limits: not judged while a goroutine locked to its thread (lock_os_thread) is parked, or with
+// GORO_SYSMON=0 (no monitor thread).
+
+/// What the deadlock detector does.
+enum class DeadlockMode {
+  kOff,     ///< never looks
+  kFatal,   ///< a certain deadlock is fatal (the default)
+  kReport,  ///< as kFatal, and also warns once when all goroutines are asleep but threads
+            ///< outside the runtime could still wake them
+};
+
+/// Sets the mode; returns the previous one. Thread-safe, never blocks. Takes effect at the
+/// monitor's next look.
+GORO_API DeadlockMode set_deadlock_mode(DeadlockMode mode) noexcept;
+
+// ---------------------------------------------------------------------------------------------
+// Parking while holding an OS lock (src/debug/deadlock.cpp, "Parking with an OS lock held").
+//
+// A goroutine that parks (or yields, is preempted, or returns) while holding a pthread mutex
+// or rwlock (std::mutex, std::shared_mutex...) leaves the lock held by an OS thread that now
+// runs other goroutines: the next goroutine on that thread that takes the lock blocks the
+// thread for good, and unlocking it later from another thread is undefined behaviour. With the
+// check on, the runtime records in each goroutine the pthread locks it holds and where it
+// locked them (the return address of the pthread_*lock call), and at the switch reports
+//   goro: goroutine 7 parks (chan receive) while holding pthread mutex 0x5581c0 locked at
+//   worker(goro::Chan<int>) (/src/app.cpp:42)
+// once per lock site (kWarn), or ends the process after the report with the goroutine's
+// creation site (kFatal). Environment: GORO_DEBUG_OSLOCK=1 or warn (kWarn), fatal (kFatal).
+// Not available under ThreadSanitizer (whose interceptors own the pthread functions).
+
+/// What the OS-lock check does.
+enum class OsLockCheck {
+  kOff,    ///< nothing beyond counting (the default): one branch per pthread lock operation
+  kWarn,   ///< report once per lock site; costs a short runtime lock per pthread lock
+           ///< operation on a goroutine
+  kFatal,  ///< report, then end the process
+};
+
+/// Sets the check; returns the previous setting. Locks taken while it was off are not known
+/// to it (a goroutine holding one is reported without its site). Thread-safe, never blocks.
+GORO_API OsLockCheck set_oslock_check(OsLockCheck mode) noexcept;
 
 }  // namespace goro::debug

@@ -14,5 +14,6 @@
 #include "goro/rwmutex.hpp"    // IWYU pragma: export
 #include "goro/select.hpp"     // IWYU pragma: export
 #include "goro/semaphore.hpp"  // IWYU pragma: export
+#include "goro/stats.hpp"      // IWYU pragma: export
 #include "goro/sync.hpp"       // IWYU pragma: export
 #include "goro/time.hpp"       // IWYU pragma: export

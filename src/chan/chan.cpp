@@ -35,9 +35,33 @@
 //  6. Woken: stop the timer, lock all again, dequeue the remaining Sudogs, unlock, report the
 //     case that fired.
 //
+// Handle tracking (for goro::debug::find_leaks, src/debug/leak.cpp)
+// ------------------------------------------------------------------
+// To call a goroutine blocked on a channel leaked, find_leaks must know where every handle of
+// that channel lives. Conservative scanning for the ChanCore pointer would over-count (dead
+// copies, the runtime's own spills in the parked frames) and so could never prove that none
+// is left elsewhere. Instead, a channel made while tracking is on (chan_track_on: set by
+// goro::debug::track_leaks() or GORO_LEAKCHECK=1, never cleared) is `tracked` for life:
+//  1. Each handle reports its own address: chan_make_at (construction), chan_retain_at (copy),
+//     chan_track_move (move), chan_track_swap (assignment), chan_release_at (destruction).
+//  2. The addresses go into the channel's HandleSet, an open-addressing hash set under
+//     reg_lock, a leaf lock of its own (not the channel's lock: a Chan<Chan<T>> moves handles
+//     of one channel while holding another's lock, so using channel locks could deadlock).
+//  3. The reference count changes under reg_lock too, so a reader holding it sees
+//     refs == handles.n exactly when the registry is complete; a failed allocation marks the
+//     set `broken` (the channel can no longer be judged).
+//  4. Tracked channels are linked in one list (tracked_lock), which chan_leak_visit walks.
+// Rejected: an intrusive list through the handles (each Chan<T> would grow from 8 to 24 bytes
+// with tracking off too); a process-wide address map (one lock for every copy in the process).
+// Cost with tracking off: a copy and a destruction test `tracked` (on the reference count's
+// cache line) inside the call they already made; a move tests chan_track_on inline. With
+// tracking on: a lock and a hash-set update per handle operation (bench: leak_test's
+// LeakTrack.HandleCopyCost).
+//
 // Threads: any thread may run any operation; waiters are goroutines or plain threads through
-// park/ready. Lock order: channel locks (by address) ▸ a timer heap's lock (select arms its
-// timer before unlocking) ▸ sched.lock (ready). Timer callbacks run with no timer lock held.
+// park/ready. Lock order: tracked_lock ▸ channel locks (by address) ▸ a timer heap's lock
+// (select arms its timer before unlocking) ▸ sched.lock (ready); reg_lock is a leaf. Timer
+// callbacks run with no timer lock held.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -48,6 +72,7 @@
 #include "base/lock.hpp"
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
+#include "debug/leak.hpp"
 #include "goro/chan.hpp"
 #include "goro/select.hpp"
 #include "sched/proc.hpp"
@@ -68,12 +93,22 @@ struct Sudog {
   int case_index = 0;
   bool queued = false;   // in a wait queue (under the channel's lock)
   bool success = false;  // the operation completed (recv: a value; send: taken)
+  // For find_leaks: one past the top of the runtime frame that queued it (its CFA), so that
+  // [g->sp, frame_top) is known to hold runtime frames only.
+  std::uintptr_t frame_top = 0;
 };
+
+// The CFA of the calling function (the address just above its return address).
+#define GORO_FRAME_TOP() (reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) + 16)
 
 struct SelectState {
   std::atomic<std::uint32_t> done{0};
   int fired = -1;
   bool fired_success = false;
+  // For find_leaks (read under a channel lock while a case is queued): whether the select
+  // waits for a deadline too, and how many channel cases it queued.
+  bool timed = false;
+  int ncases = 0;
 };
 
 struct WaitQ {
@@ -123,10 +158,78 @@ struct WaitQ {
   }
 };
 
+// The addresses of a tracked channel's handles (see "Handle tracking"): linear probing over a
+// power-of-two table, 0 for an empty slot, deletion by backward shift (no tombstones). Each
+// address is stored complemented (~a): the table (and any freed copy of it) must not look like
+// it points into the goroutine stacks that find_leaks scans memory for.
+struct HandleSet {
+  std::uintptr_t* slots = nullptr;
+  std::size_t cap = 0;  // 0 or a power of two >= 8
+  std::size_t n = 0;
+  bool broken = false;  // an insert ran out of memory: the set is incomplete for good
+
+  static std::size_t hash(std::uintptr_t a) { return (a >> 3) * 0x9E3779B97F4A7C15ull; }
+  void insert(std::uintptr_t handle) noexcept {
+    const std::uintptr_t a = ~handle;
+    if (broken) return;
+    if ((n + 1) * 4 > cap * 3 && !grow()) {
+      broken = true;
+      return;
+    }
+    std::size_t i = hash(a) & (cap - 1);
+    while (slots[i] != 0) i = (i + 1) & (cap - 1);
+    slots[i] = a;
+    n++;
+  }
+  void erase(std::uintptr_t handle) noexcept {
+    const std::uintptr_t a = ~handle;
+    if (cap == 0) return;
+    std::size_t i = hash(a) & (cap - 1);
+    while (slots[i] != a) {
+      if (slots[i] == 0) return;  // not there (broken set)
+      i = (i + 1) & (cap - 1);
+    }
+    // Backward shift: move later entries of the probe run into the hole.
+    std::size_t hole = i;
+    for (std::size_t j = (i + 1) & (cap - 1); slots[j] != 0; j = (j + 1) & (cap - 1)) {
+      std::size_t home = hash(slots[j]) & (cap - 1);
+      // slots[j] may move to the hole if its home is not in (hole, j] (cyclically).
+      bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (!stays) {
+        slots[hole] = slots[j];
+        hole = j;
+      }
+    }
+    slots[hole] = 0;
+    n--;
+  }
+  bool grow() noexcept {
+    std::size_t ncap = cap == 0 ? 8 : cap * 2;
+    auto* ns = static_cast<std::uintptr_t*>(std::calloc(ncap, sizeof(std::uintptr_t)));
+    if (ns == nullptr) return false;
+    for (std::size_t i = 0; i < cap; i++) {
+      if (slots[i] == 0) continue;
+      std::size_t k = hash(slots[i]) & (ncap - 1);
+      while (ns[k] != 0) k = (k + 1) & (ncap - 1);
+      ns[k] = slots[i];
+    }
+    std::free(slots);
+    slots = ns;
+    cap = ncap;
+    return true;
+  }
+};
+
 }  // namespace
 
 struct ChanCore {
   std::atomic<std::int64_t> refs{1};
+  // --- Handle tracking (see above). `tracked` is immutable after chan_make_at.
+  bool tracked = false;
+  Lock reg_lock;              // guards handles (and refs, when tracked)
+  HandleSet handles;          // under reg_lock
+  ChanCore* tnext = nullptr;  // the tracked list, under tracked_lock
+  ChanCore* tprev = nullptr;
   Lock lock;
   const ElemOps* ops;
   std::size_t cap;
@@ -211,9 +314,25 @@ void chan_retain(ChanCore* c) noexcept {
   c->refs.fetch_add(1, std::memory_order_relaxed);
 }
 
-void chan_release(ChanCore* c) noexcept {
-  EnterRuntime enter;
-  if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+namespace {
+
+Lock tracked_lock;
+ChanCore* tracked_head = nullptr;  // under tracked_lock
+
+// Frees a channel whose last handle is gone.
+void chan_free(ChanCore* c) noexcept {
+  if (c->tracked) {
+    {
+      LockGuard hold(tracked_lock);
+      if (c->tprev != nullptr) {
+        c->tprev->tnext = c->tnext;
+      } else {
+        tracked_head = c->tnext;
+      }
+      if (c->tnext != nullptr) c->tnext->tprev = c->tprev;
+    }
+    std::free(c->handles.slots);
+  }
   for (std::size_t i = 0, x = c->recvx; i < c->count; i++) {
     c->ops->destroy(c->slot(x));
     if (++x == c->cap) x = 0;
@@ -221,6 +340,107 @@ void chan_release(ChanCore* c) noexcept {
   std::size_t align = c->ops->align < alignof(ChanCore) ? alignof(ChanCore) : c->ops->align;
   c->~ChanCore();
   ::operator delete (static_cast<void*>(c), std::align_val_t{align});
+}
+
+// GORO_LEAKCHECK=1 turns tracking on before main() (and before any channel the program's
+// static initializers make, as far as initialization order allows).
+__attribute__((constructor)) void leakcheck_from_env() {
+  const char* e = std::getenv("GORO_LEAKCHECK");
+  if (e != nullptr && e[0] != 0 && std::strcmp(e, "0") != 0) {
+    chan_track_on.store(true, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+std::atomic<bool> chan_track_on{false};
+
+void chan_release(ChanCore* c) noexcept {
+  EnterRuntime enter;
+  if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  chan_free(c);
+}
+
+ChanCore* chan_make_at(std::size_t cap, const ElemOps* ops, const void* handle) {
+  ChanCore* c = chan_make(cap, ops);
+  if (!chan_tracking()) return c;
+  EnterRuntime enter;
+  c->tracked = true;
+  {
+    LockGuard hold(c->reg_lock);
+    c->handles.insert(reinterpret_cast<std::uintptr_t>(handle));
+  }
+  LockGuard hold(tracked_lock);
+  c->tnext = tracked_head;
+  if (tracked_head != nullptr) tracked_head->tprev = c;
+  tracked_head = c;
+  return c;
+}
+
+void chan_retain_at(ChanCore* c, const void* handle) noexcept {
+  if (!c->tracked) {
+    c->refs.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  EnterRuntime enter;
+  LockGuard hold(c->reg_lock);
+  c->refs.fetch_add(1, std::memory_order_relaxed);
+  c->handles.insert(reinterpret_cast<std::uintptr_t>(handle));
+}
+
+void chan_release_at(ChanCore* c, const void* handle) noexcept {
+  if (!c->tracked) {
+    chan_release(c);
+    return;
+  }
+  EnterRuntime enter;
+  bool last;
+  {
+    LockGuard hold(c->reg_lock);
+    c->handles.erase(reinterpret_cast<std::uintptr_t>(handle));
+    last = c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+  if (last) chan_free(c);
+}
+
+void chan_track_move(ChanCore* c, const void* from, const void* to) noexcept {
+  if (!c->tracked) return;
+  EnterRuntime enter;
+  LockGuard hold(c->reg_lock);
+  c->handles.erase(reinterpret_cast<std::uintptr_t>(from));
+  c->handles.insert(reinterpret_cast<std::uintptr_t>(to));
+}
+
+void chan_track_swap(const void* a, ChanCore* ca, const void* b, ChanCore* cb) noexcept {
+  if (ca == cb) return;
+  if (ca != nullptr) chan_track_move(ca, b, a);
+  if (cb != nullptr) chan_track_move(cb, a, b);
+}
+
+void chan_leak_visit(ChanVisitor& v) {
+  EnterRuntime enter;
+  LockGuard hold(tracked_lock);
+  for (ChanCore* c = tracked_head; c != nullptr; c = c->tnext) {
+    LockGuard hold_chan(c->lock);
+    LockGuard hold_reg(c->reg_lock);
+    const bool judgeable = !c->handles.broken && c->refs.load(std::memory_order_relaxed) ==
+                                                     static_cast<std::int64_t>(c->handles.n);
+    v.channel(c, judgeable);
+    for (std::size_t i = 0; i < c->handles.cap; i++) {
+      if (c->handles.slots[i] != 0) v.handle(~c->handles.slots[i]);
+    }
+    for (WaitQ* q : {&c->recvq, &c->sendq}) {
+      for (Sudog* s = q->first; s != nullptr; s = s->next) {
+        ChanWaiter w{s->g, s, s->elem, s->sel, false, false, 0, s->frame_top, sizeof(Sudog)};
+        if (s->sel != nullptr) {
+          w.select_timed = s->sel->timed;
+          w.select_done = s->sel->done.load(std::memory_order_acquire) != 0;
+          w.select_cases = s->sel->ncases;
+        }
+        v.waiter(w);
+      }
+    }
+  }
 }
 
 bool chan_send(ChanCore* c, void* src, bool block) {
@@ -254,6 +474,7 @@ bool chan_send(ChanCore* c, void* src, bool block) {
   Sudog me;
   me.g = waiter();
   me.elem = src;
+  me.frame_top = GORO_FRAME_TOP();
   c->sendq.enqueue(&me);
   park(unlock_chan, c, WaitReason::kChanSend);
   if (!me.success) throw ChanClosed("send on closed channel");
@@ -290,6 +511,7 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
   Sudog me;
   me.g = waiter();
   me.elem = dst;
+  me.frame_top = GORO_FRAME_TOP();
   c->recvq.enqueue(&me);
   park(unlock_chan, c, WaitReason::kChanReceive);
   return me.success ? RecvResult::kValue : RecvResult::kClosed;
@@ -389,6 +611,11 @@ void select_timer_fired(void* arg, std::int64_t) {
 
 }  // namespace
 
+G* chan_select_timer_g(const Timer* t) noexcept {
+  if (t->f != select_timer_fired) return nullptr;
+  return static_cast<const SelectTimeout*>(t->arg)->g;
+}
+
 int select_impl(SelectCase* cases, int n, bool block) {
   EnterRuntime enter;
   if (n > kMaxSelectCases) throw std::invalid_argument("goro::select: too many cases");
@@ -483,6 +710,8 @@ int select_impl(SelectCase* cases, int n, bool block) {
   }
   // 4. Queue on every channel and park.
   SelectState st;
+  st.timed = deadline_case >= 0;
+  st.ncases = npoll;
   G* self = waiter();
   Sudog sgbuf[16];
   Sudog* sgs = npoll <= 16 ? sgbuf : new Sudog[static_cast<std::size_t>(npoll)];
@@ -500,6 +729,7 @@ int select_impl(SelectCase* cases, int n, bool block) {
     s->elem = cases[i].elem;
     s->sel = &st;
     s->case_index = i;
+    s->frame_top = GORO_FRAME_TOP();
     if (cases[i].kind == CaseKind::kRecv) {
       cases[i].c->recvq.enqueue(s);
     } else {

@@ -24,6 +24,7 @@
 
 #include <atomic>
 
+#include "debug/leak.hpp"
 #include "sched/proc.hpp"
 
 #if !defined(GORO_ASAN)
@@ -53,16 +54,26 @@ __asm__(".symver goro_real_rwlock_unlock, __pthread_rwlock_unlock@GLIBC_2.2.5");
 namespace goro::internal {
 namespace {
 
-inline int counted(int rc) {
+// GORO_DEBUG_OSLOCK (src/debug/deadlock.cpp) also records which lock and where: the return
+// address of the hook, the call site in the program (std::mutex::lock is inlined there).
+inline int counted(int rc, const void* lock, const void* site, bool rwlock) {
   if (rc == 0) {
-    if (G* g = getg()) g->oslocks++;
+    if (G* g = getg()) {
+      g->oslocks++;
+      if (oslock_check.load(std::memory_order_relaxed) != 0) oslock_acquired(g, lock, site, rwlock);
+    }
   }
   return rc;
 }
 
-inline void uncount() {
-  if (G* g = getg(); g != nullptr && g->oslocks > 0) g->oslocks--;
+inline void uncount(const void* lock) {
+  if (G* g = getg(); g != nullptr && g->oslocks > 0) {
+    g->oslocks--;
+    if (oslock_check.load(std::memory_order_relaxed) != 0) oslock_released(g, lock);
+  }
 }
+
+#define GORO_SITE __builtin_return_address(0)
 
 // The real function for the entry points glibc exports no __ alias for. dlvsym does not
 // allocate for a versioned lookup in an already loaded object, and these are only reached on
@@ -142,58 +153,61 @@ extern "C" {
 __attribute__((visibility("hidden"))) extern const int goro_pthread_hooks_anchor = 1;
 
 __attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* m) {
-  return counted(goro_real_mutex_lock(m));
+  return counted(goro_real_mutex_lock(m), m, GORO_SITE, false);
 }
 __attribute__((visibility("default"))) int pthread_mutex_trylock(pthread_mutex_t* m) {
-  return counted(goro_real_mutex_trylock(m));
+  return counted(goro_real_mutex_trylock(m), m, GORO_SITE, false);
 }
 __attribute__((visibility("default"))) int pthread_mutex_timedlock(pthread_mutex_t* m,
                                                                    const timespec* t) {
-  return counted(real("pthread_mutex_timedlock", real_mutex_timedlock)(m, t));
+  return counted(real("pthread_mutex_timedlock", real_mutex_timedlock)(m, t), m, GORO_SITE, false);
 }
 __attribute__((visibility("default"))) int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t c,
                                                                    const timespec* t) {
-  return counted(real("pthread_mutex_clocklock", real_mutex_clocklock)(m, c, t));
+  return counted(real("pthread_mutex_clocklock", real_mutex_clocklock)(m, c, t), m, GORO_SITE,
+                 false);
 }
 __attribute__((visibility("default"))) int pthread_mutex_unlock(pthread_mutex_t* m) {
   int rc = goro_real_mutex_unlock(m);
-  if (rc == 0) uncount();
+  if (rc == 0) uncount(m);
   return rc;
 }
 
 __attribute__((visibility("default"))) int pthread_rwlock_rdlock(pthread_rwlock_t* l) {
-  return counted(goro_real_rwlock_rdlock(l));
+  return counted(goro_real_rwlock_rdlock(l), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_wrlock(pthread_rwlock_t* l) {
-  return counted(goro_real_rwlock_wrlock(l));
+  return counted(goro_real_rwlock_wrlock(l), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_tryrdlock(pthread_rwlock_t* l) {
-  return counted(goro_real_rwlock_tryrdlock(l));
+  return counted(goro_real_rwlock_tryrdlock(l), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_trywrlock(pthread_rwlock_t* l) {
-  return counted(goro_real_rwlock_trywrlock(l));
+  return counted(goro_real_rwlock_trywrlock(l), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_timedrdlock(pthread_rwlock_t* l,
                                                                       const timespec* t) {
-  return counted(real("pthread_rwlock_timedrdlock", real_rw_timedrdlock)(l, t));
+  return counted(real("pthread_rwlock_timedrdlock", real_rw_timedrdlock)(l, t), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_timedwrlock(pthread_rwlock_t* l,
                                                                       const timespec* t) {
-  return counted(real("pthread_rwlock_timedwrlock", real_rw_timedwrlock)(l, t));
+  return counted(real("pthread_rwlock_timedwrlock", real_rw_timedwrlock)(l, t), l, GORO_SITE, true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_clockrdlock(pthread_rwlock_t* l,
                                                                       clockid_t c,
                                                                       const timespec* t) {
-  return counted(real("pthread_rwlock_clockrdlock", real_rw_clockrdlock)(l, c, t));
+  return counted(real("pthread_rwlock_clockrdlock", real_rw_clockrdlock)(l, c, t), l, GORO_SITE,
+                 true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_clockwrlock(pthread_rwlock_t* l,
                                                                       clockid_t c,
                                                                       const timespec* t) {
-  return counted(real("pthread_rwlock_clockwrlock", real_rw_clockwrlock)(l, c, t));
+  return counted(real("pthread_rwlock_clockwrlock", real_rw_clockwrlock)(l, c, t), l, GORO_SITE,
+                 true);
 }
 __attribute__((visibility("default"))) int pthread_rwlock_unlock(pthread_rwlock_t* l) {
   int rc = goro_real_rwlock_unlock(l);
-  if (rc == 0) uncount();
+  if (rc == 0) uncount(l);
   return rc;
 }
 

@@ -62,22 +62,29 @@
 // direction: plain threads at once (futex), goroutines collected into one batch that the caller
 // queues in one go (proc.cpp's inject_netpoll_batch: on its P or the global queue, starting Ms
 // for idle Ps). Who calls it (see proc.cpp):
-//  1. find_runnable, with a P, when its queues and stealing found nothing: netpoll(0), if any
-//     waiter exists and no M is blocked in the poller already.
+//  1. find_runnable, with a P, when its local and the global queue are empty, before it
+//     steals (as Go does): netpoll(0), if any waiter exists and no M is blocked in the poller
+//     already. Two goroutines talking over a socket then run on one M through these polls,
+//     without a thread wake-up per message (polling only after stealing made the M
+//     "spinning", whose find woke a second M, which then slept in the poller and took every
+//     next event through a kernel wake-up: twice the round-trip time).
 //  2. The timer sleeper (the one idle M without a P that sleeps until the next timer): once
 //     the poller is initialized it blocks in netpoll(until the next timer) instead of its futex.
 //     Whoever used to wake it (an earlier timer, startm handing it a P) also calls
 //     netpoll_break(), an eventfd write that ends the kernel wait. A break is written at most
 //     once until the blocking poller consumes it (wake_sig), so a burst of wake-ups costs one
 //     syscall. The first poll_open wakes the sleeper, so that it starts sleeping in the poller.
+//  3. Nobody else: while every P is busy and no M is idle, readiness waits for the next
+//     scheduling pass that finds the queues empty. Go's sysmon polls when nobody has for
+//     10 ms (netpoll_last_poll is there for that).
 //
 // Lock order: a descriptor's lock ▸ a timer heap's lock ▸ sched.lock (timer_start may wake the
 // sleeper); pdcache_lock and init_lock are leaves. Deadline callbacks and netpoll take no
 // descriptor lock. ready() is called with no lock of this file held.
 //
 // Threads: poll_* run on the goroutine or plain thread doing I/O; timer callbacks and netpoll
-// run on an M's g0 (with or without a P). The backend's syscalls are raw (no libc wrappers that
-// future interposition could redirect into the runtime).
+// run on an M's g0 (with or without a P). All syscalls go through sys() (netpoll.hpp): no errno
+// across parks, no libc wrapper that a future interposition layer could redirect.
 #include "netpoll/netpoll.hpp"
 
 #include <unistd.h>
@@ -90,12 +97,34 @@
 #include "base/raw_log.hpp"
 #include "time/timer.hpp"
 
+#if defined(GORO_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace goro::internal {
 
 namespace {
 
 constexpr std::uintptr_t kReady = 1;
 constexpr std::uintptr_t kWait = 2;
+
+// The kernel carries a descriptor's tag from poll_open's registration to netpoll's event;
+// ThreadSanitizer cannot see that hand-off, so it is annotated (release at registration,
+// acquire on each event).
+inline void tsan_publish(const void* p) {
+#if defined(GORO_TSAN)
+  __tsan_release(const_cast<void*>(p));
+#else
+  (void)p;
+#endif
+}
+inline void tsan_receive(const void* p) {
+#if defined(GORO_TSAN)
+  __tsan_acquire(const_cast<void*>(p));
+#else
+  (void)p;
+#endif
+}
 
 constexpr int kTagShift = 48;
 constexpr std::uint64_t kTagPtrMask = (std::uint64_t{1} << kTagShift) - 1;
@@ -289,6 +318,7 @@ void add_ready(Batch* b, G* gp) {
   std::uint32_t st = gp->status.load(std::memory_order_acquire);
   if (st != kGWaiting) fatal("netpoll: readied goroutine is not waiting");
   gp->status.store(kGRunnable, std::memory_order_relaxed);
+  sched_track_runnable(gp);  // scheduling latency sample (stats)
   gp->schedlink = nullptr;
   if (b->tail != nullptr) {
     b->tail->schedlink = gp;
@@ -303,6 +333,7 @@ void on_event(std::uint64_t tag, int modes, void* arg) {
   auto* b = static_cast<Batch*>(arg);
   auto* pd = reinterpret_cast<PollDesc*>(tag & kTagPtrMask);
   if (pd == nullptr) return;
+  tsan_receive(pd);
   auto g = static_cast<std::uint32_t>(tag >> kTagShift);
   if ((pd->gen.load(std::memory_order_acquire) & 0xffff) != g) return;  // closed since: stale
   if ((modes & kPollRead) != 0) {
@@ -339,6 +370,7 @@ PollDesc* poll_open(int fd, int* err) noexcept {
     pd->wt.f = write_deadline_fired;
     pd->wt.arg = pd;
   }
+  tsan_publish(pd);
   if (int e = netpoll_backend_open(fd, pd_tag(pd)); e != 0) {
     pd->gen.fetch_add(1, std::memory_order_release);
     pd_free(pd);

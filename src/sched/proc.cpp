@@ -86,6 +86,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -99,6 +100,7 @@
 #include "arch/context.hpp"
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
+#include "debug/leak.hpp"
 #include "debug/symbolize.hpp"
 #include "debug/traceback.hpp"
 #include "goro/preempt.hpp"
@@ -122,6 +124,9 @@ Sched sched;
 namespace {
 
 thread_local M* tls_m = nullptr;
+// Set by retake_syscall_p around its hand-off: the goro::blocking call site that a thread newm
+// creates meanwhile is charged to (stats).
+thread_local const void* tls_newm_cause = nullptr;
 
 #if defined(GORO_CHAOS)
 constexpr bool kChaos = true;
@@ -304,6 +309,7 @@ G* globrunqget(P* p, int max) {
     // nearly so; if not, the G goes back to the global queue.
     if (!p->runq.push(more)) globrunqput(more);
   }
+  if (gp != nullptr) pstat_add(p->stats.global_takes);
   return gp;
 }
 
@@ -486,6 +492,22 @@ void gflush(LocalCache* p) {
 
 void* mstart(void* arg);
 
+// Every M record ever created, for stats and schedtrace (for_each_m): an append-only list of
+// immutable nodes, so readers walk it without a lock while newm pushes.
+struct AllM {
+  M* m;
+  AllM* next;
+};
+std::atomic<AllM*> allm_head{nullptr};
+
+void allm_register(M* m) {
+  auto* n = new (std::nothrow) AllM{m, allm_head.load(std::memory_order_relaxed)};
+  if (n == nullptr) return;  // out of memory: the M is only missing from stats
+  while (!allm_head.compare_exchange_weak(n->next, n, std::memory_order_release,
+                                          std::memory_order_relaxed)) {
+  }
+}
+
 // Creates an M. With p == null it starts idle (queued in midle before it runs). Returns false
 // if the thread cannot be created (errno-style code in *err).
 bool newm(P* p, bool spinning, int* err) {
@@ -497,6 +519,7 @@ bool newm(P* p, bool spinning, int* err) {
       sched.mfree = m->freelink;
     }
   }
+  const bool reused = m != nullptr;  // already in the all-M registry (for_each_m)
   if (m != nullptr) {
     // A record whose thread exited: start afresh (sysmon may still read its atomics).
     m->~M();
@@ -561,11 +584,19 @@ bool newm(P* p, bool spinning, int* err) {
       LockGuard hold(sched.lock);
       sched.mlive--;
     }
-    delete m;
+    if (reused) {
+      LockGuard hold(sched.lock);  // registered in allm: never freed, back to mfree
+      m->freelink = sched.mfree;
+      sched.mfree = m;
+    } else {
+      delete m;
+    }
     *err = rc;
     return false;
   }
   pthread_detach(m->thread);
+  if (!reused) allm_register(m);
+  if (tls_newm_cause != nullptr) stats_note_blocking_thread(tls_newm_cause);
   return true;
 }
 
@@ -616,6 +647,38 @@ P* wait_nextp(M* m) {
   }
 }
 
+// Idle Ms beyond what the load needs do not stay forever (Go keeps every M it ever made,
+// golang/go#14592): an idle M that no startm has taken for kIdleMExitNs leaves midle and its
+// thread exits, as long as more than kKeepIdleMs idle Ms remain (the timer sleeper is not in
+// that count's reach: it never times out here). So a burst of blocking calls that needed
+// hundreds of threads leaves two or three behind a few seconds later.
+constexpr std::int64_t kIdleMExitNs = 2'000'000'000;
+constexpr int kKeepIdleMs = 1;
+
+// As wait_nextp for an idle M in midle, but returns null when the M should exit instead
+// (then it is no longer in midle).
+P* wait_nextp_or_exit(M* m) {
+  for (;;) {
+    if (m->park.sleep_for(kIdleMExitNs)) {
+      m->park.clear();
+      if (P* p = m->nextp.exchange(nullptr, std::memory_order_acquire)) return p;
+      continue;
+    }
+    LockGuard hold(sched.lock);
+    if (m->idle_listed && sched.nmidle.load(std::memory_order_relaxed) > kKeepIdleMs) {
+      M** pp = &sched.midle;
+      while (*pp != m) pp = &(*pp)->schedlink;
+      *pp = m->schedlink;
+      m->idle_listed = false;
+      sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    // Taken by a startm meanwhile (its wake-up is on the way), or needed as the spare.
+  }
+}
+
+enum class StopResult { kGotP, kNoP, kExit };
+
 // Parks m until startm hands it a P, and returns true with the P acquired. The first M to
 // park while no other is the timer sleeper becomes it: it sleeps at most until the earliest
 // timer deadline, and returns false (no P, not in midle) when it woke without being handed a
@@ -626,7 +689,7 @@ P* wait_nextp(M* m) {
 // publishes its heap's deadline (A') before reading sleep_until (B'). All four are
 // sequentially consistent, so either (B) sees the new timer or (B') sees the sleeper and
 // wake_timer_sleeper wakes it.
-bool stopm(M* m) {
+StopResult stopm(M* m) {
   bool sleeper = false;
   {
     LockGuard hold(sched.lock);
@@ -680,19 +743,26 @@ bool stopm(M* m) {
     // Goroutines the poller readied: global queue, Ms for idle Ps but one; this M takes a P
     // for that one (stopm_until_work, or the one startm hands it).
     if (npolled > 0) inject_netpoll_batch(polled, npolled);
-    if (!taken) return false;
+    if (!taken) return StopResult::kNoP;
     // A startm took us from midle; its wake-up (and m->nextp) is on its way.
+    acquirep(m, wait_nextp(m));
+    return StopResult::kGotP;
   }
-  acquirep(m, wait_nextp(m));
-  return true;
+  P* p = wait_nextp_or_exit(m);
+  if (p == nullptr) return StopResult::kExit;
+  acquirep(m, p);
+  return StopResult::kGotP;
 }
 
 // Parks m without a P until it is handed one, serving as the timer sleeper while timers are
 // armed: when the earliest deadline passes, it runs the due timers of every P itself (what
 // they ready goes to the injection queue) and takes an idle P if that left work.
-void stopm_until_work(M* m) {
+// Returns false when m's thread should exit instead (idle too long; see wait_nextp_or_exit).
+[[nodiscard]] bool stopm_until_work(M* m) {
   for (;;) {
-    if (stopm(m)) return;
+    StopResult r = stopm(m);
+    if (r == StopResult::kGotP) return true;
+    if (r == StopResult::kExit) return false;
     timers_run_all(nanotime());
     if (sched.runqsize.load(std::memory_order_seq_cst) > 0) {
       sched.lock.lock();
@@ -700,7 +770,7 @@ void stopm_until_work(M* m) {
       sched.lock.unlock();
       if (p != nullptr) {
         acquirep(m, p);
-        return;
+        return true;
       }
     }
   }
@@ -856,7 +926,10 @@ G* steal_work(P* p) {
       G* gp = p->runq.steal_from(victim->runq, last, [&] {
         if (victim_running) steal_pause();
       });
-      if (gp != nullptr) return gp;
+      if (gp != nullptr) {
+        pstat_add(p->stats.steals);
+        return gp;
+      }
     }
   }
   return nullptr;
@@ -872,7 +945,8 @@ bool any_local_work() {
 }
 
 // Finds a goroutine to run; parks the M while there is none. Returns with m->p held. *inherit
-// is set when the goroutine came from runnext: it continues the current time slice.
+// is set when the goroutine came from runnext: it continues the current time slice. Returns
+// null, without a P, when the M stayed idle long enough that its thread should exit.
 G* find_runnable(M* m, bool* inherit) {
   *inherit = false;
   for (;;) {
@@ -886,7 +960,7 @@ G* find_runnable(M* m, bool* inherit) {
       // elsewhere: hand the search on, or the wake-up would be lost with the retired P.
       retirep(m);
       wakep();
-      stopm_until_work(m);
+      if (!stopm_until_work(m)) return nullptr;
       continue;
     }
     G* gp = nullptr;
@@ -905,6 +979,20 @@ G* find_runnable(M* m, bool* inherit) {
       LockGuard hold(sched.lock);
       gp = globrunqget(p, 0);
     }
+    // The network, without blocking, before stealing (as in Go's findRunnable): readiness no
+    // M has collected yet runs here, without waking a thread or turning this M spinning (a
+    // spinning M that finds work wakes another, which would then sleep in the poller and take
+    // every next event through a thread wake-up). Skipped while an M is blocked in the poller:
+    // that one collects it.
+    if (gp == nullptr && netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked()) {
+      G* list = nullptr;
+      if (int n = netpoll(0, &list); n > 0) {
+        gp = list;
+        list = gp->schedlink;
+        gp->schedlink = nullptr;
+        inject_netpoll_batch(list, n - 1);
+      }
+    }
     if (gp == nullptr) {
       int procs = sched.gomaxprocs.load(std::memory_order_relaxed);
       if (m->spinning || 2 * sched.nmspinning.load(std::memory_order_relaxed) <
@@ -917,19 +1005,6 @@ G* find_runnable(M* m, bool* inherit) {
       }
     }
     if (gp != nullptr) return gp;
-
-    // The network, without blocking (Go's findRunnable does this too): readiness no M has
-    // collected yet. Skipped while an M is blocked in the poller: that one collects it.
-    if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked()) {
-      G* list = nullptr;
-      if (int n = netpoll(0, &list); n > 0) {
-        gp = list;
-        list = gp->schedlink;
-        gp->schedlink = nullptr;
-        inject_netpoll_batch(list, n - 1);
-        return gp;
-      }
-    }
 
     // Nothing: give up the P and park (rules 3 and 4 of the design essay).
     sched.lock.lock();
@@ -965,7 +1040,7 @@ G* find_runnable(M* m, bool* inherit) {
         continue;
       }
     }
-    stopm_until_work(m);
+    if (!stopm_until_work(m)) return nullptr;
   }
 }
 
@@ -980,6 +1055,15 @@ inline void save_eh(M* m, G* gp) {
 
 inline void restore_eh(M* m, G* gp) {
   *m->eh = gp->eh;
+}
+
+// Records one sampled runnable→running latency in bucket i: <= 2^(7+i) ns (the last: more).
+inline void record_sched_latency(PStats* s, std::int64_t ns) {
+  if (ns < 0) ns = 0;
+  int b = ns <= 128 ? 0 : std::bit_width(static_cast<std::uint64_t>(ns - 1)) - 7;
+  if (b >= kSchedLatBuckets) b = kSchedLatBuckets - 1;
+  pstat_add(s->lat[b]);
+  pstat_add(s->lat_sum_ns, static_cast<std::uint64_t>(ns));
 }
 
 // g0 → gp. Returns (on g0) when gp calls mcall. A goroutine that does not inherit the time
@@ -997,6 +1081,11 @@ void execute(M* m, G* gp, bool inherit) {
   if (!inherit) {
     m->p->schedtick.store(m->p->schedtick.load(std::memory_order_relaxed) + 1,
                           std::memory_order_relaxed);
+  }
+  pstat_add(m->p->stats.switches);
+  if (gp->runnable_since != 0) {
+    record_sched_latency(&m->p->stats, nanotime() - gp->runnable_since);
+    gp->runnable_since = 0;
   }
   restore_eh(m, gp);
 #if defined(GORO_ASAN)
@@ -1028,6 +1117,7 @@ void mcall(G* (*fn)(M*, G*), bool dying = false) {
     print_goroutine_header(gp, "");
     die();
   }
+  if (gp->oslocks != 0) oslock_switch(gp, dying);  // GORO_DEBUG_OSLOCK (deadlock.cpp)
   m->mcall_fn = fn;
   save_eh(m, gp);
 #if defined(GORO_ASAN)
@@ -1078,13 +1168,13 @@ void handoffp(P* p) {
 }
 
 // The current M picked gp, which is locked to another M: hand gp's M our P (it runs gp next)
-// and park (Go's startlockedm).
-void startlockedm(M* m, G* gp) {
+// and park (Go's startlockedm). Returns false when m should exit (see stopm_until_work).
+[[nodiscard]] bool startlockedm(M* m, G* gp) {
   M* lm = gp->lockedm;
   P* p = releasep(m);
   lm->nextp.store(p, std::memory_order_release);
   lm->park.wakeup();
-  stopm_until_work(m);
+  return stopm_until_work(m);
 }
 
 // m's locked goroutine is not running: give the P away and sleep until startlockedm hands a P
@@ -1098,9 +1188,10 @@ void stoplockedm(M* m) {
 void mexit(M* m) {
   handoffp(releasep(m));
   m->lockedg = nullptr;
-  stack_exit_thread(m);
 }
 
+// The M's scheduling loop. Returns (without a P) when the thread should exit: its locked
+// goroutine returned, or it stayed idle too long.
 void schedule_loop_body(M* m) {
   G* next = nullptr;
   for (;;) {
@@ -1108,9 +1199,10 @@ void schedule_loop_body(M* m) {
     bool inherit = true;
     if (gp == nullptr) {
       gp = find_runnable(m, &inherit);
+      if (gp == nullptr) return;
       if (m->spinning) reset_spinning(m);
       if (gp->lockedm != nullptr && gp->lockedm != m) {
-        startlockedm(m, gp);
+        if (!startlockedm(m, gp)) return;
         continue;
       }
       if constexpr (kChaos) {
@@ -1145,7 +1237,7 @@ void schedule_loop_body(M* m) {
       next = m->lockedg;
     } else if (m->p == nullptr) {
       // Back from a blocking call without a P (exitsyscall0): wait for one.
-      stopm_until_work(m);
+      if (!stopm_until_work(m)) return;
     }
   }
 }
@@ -1179,7 +1271,9 @@ void* mstart(void* arg) {
   // Started idle (queued in midle by newm): wait for startm's P.
   acquirep(m, m->start_idle ? wait_nextp(m) : m->nextp.exchange(nullptr));
   schedule_loop_body(m);
-  // A locked goroutine returned: the thread ends and its record waits for reuse by newm.
+  // The thread ends (a locked goroutine returned, or it was idle too long); its record waits
+  // for reuse by newm.
+  stack_exit_thread(m);
   tls_m = nullptr;
   LockGuard hold(sched.lock);
   sched.mlive--;
@@ -1218,6 +1312,7 @@ G* preempt_m(M* m, G* gp) {
   (void)m;
   gp->parkgen.store(gp->parkgen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   gp->status.store(kGRunnable, std::memory_order_release);
+  sched_track_runnable(gp);
   {
     LockGuard hold(sched.lock);
     globrunqput(gp);
@@ -1231,6 +1326,7 @@ namespace {
 G* yield_m(M* m, G* gp) {
   gp->parkgen.store(gp->parkgen.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   gp->status.store(kGRunnable, std::memory_order_release);
+  sched_track_runnable(gp);
   if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
     // Work waits in the global queue: queue behind it (Go's Gosched always does). Otherwise a
     // goroutine that yields in a loop would keep its P to itself and its queue-mate, and the
@@ -1361,6 +1457,8 @@ struct ThreadCache {
     LockGuard hold(thread_caches_lock);
     sched.ngoroutines_retired.fetch_add(cache.ngoroutines.load(std::memory_order_relaxed),
                                         std::memory_order_relaxed);
+    sched.created_retired.fetch_add(cache.created.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
     if (prev != nullptr) {
       prev->next = next;
     } else {
@@ -1443,6 +1541,7 @@ void start_runtime() {
   sysmon_init();
   sched.started.store(true, std::memory_order_release);
   debug_init();
+  stats_init();
 }
 
 // go() must not publish a goroutine that no M will ever run. If waking an M for it would need
@@ -1515,9 +1614,11 @@ void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
     tg->status.store(kGRunning, std::memory_order_relaxed);
     return;
   }
+  deadlock_thread_parking(+1);  // counted as a thread waiting on goro (deadlock.cpp)
   while (tg->status.load(std::memory_order_acquire) == kGWaiting) {
     futex_wait(&tg->status, kGWaiting);
   }
+  deadlock_thread_parking(-1);
   tg->status.store(kGRunning, std::memory_order_relaxed);
   tg->waitreason = WaitReason::kNone;
 }
@@ -1540,6 +1641,7 @@ void ready(G* gp) noexcept {
     die();
   }
   gp->status.store(kGRunnable, std::memory_order_relaxed);
+  sched_track_runnable(gp);
   M* m = getm();
   if (m != nullptr && m->p != nullptr) {
     runqput(m->p, gp, true);
@@ -1586,13 +1688,16 @@ G* exitsyscall0(M* m, G* gp) {
 bool retake_syscall_p(P* p) {
   std::uint32_t st = kPSyscall;
   if (!p->status.compare_exchange_strong(st, kPRunning, std::memory_order_acq_rel)) return false;
+  tls_newm_cause = p->syscall_site;  // a thread started for this P is the call's (stats)
   handoffp(p);
+  tls_newm_cause = nullptr;
   return true;
 }
 
 void entersyscall(const void* site) noexcept {
   G* gp = getg();
   if (gp == nullptr) return;
+  if (site == nullptr) site = __builtin_return_address(0);  // the blocking() call (stats)
   gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) + 1,
                         std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -1601,6 +1706,7 @@ void entersyscall(const void* site) noexcept {
   m->oldp = p;
   gp->syscall_site = site;
   gp->insyscall = true;
+  p->syscall_site = site;
   p->syscalltick.store(p->syscalltick.load(std::memory_order_relaxed) + 1,
                        std::memory_order_relaxed);
   p->status.store(kPSyscall, std::memory_order_release);
@@ -1702,6 +1808,7 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
     std::memcpy(gp->name, opts->name.data(), n);
     gp->name[n] = 0;
   }
+  gp->closure_size = static_cast<std::uint32_t>(size);
   if (size <= kInlineClosure && align <= 16) {
     gp->closure = gp->closure_buf;
     gp->closure_on_heap = false;
@@ -1711,6 +1818,10 @@ G* newproc_alloc(const GoOptions* opts, std::size_t size, std::size_t align, voi
     gp->closure_align = static_cast<std::uint32_t>(closure_heap_align(align));
   }
   *closure = gp->closure;
+  // Where the caller keeps that pointer (spawn's `mem`, in the caller's frame): newproc_start
+  // clears it, so that no stale pointer to the closure outlives go() there (leak.cpp treats a
+  // pointer into a parked goroutine's closure as a reference to it).
+  gp->param = reinterpret_cast<std::uintptr_t>(closure);
   return gp;
 }
 
@@ -1731,6 +1842,8 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
     newproc_abort(gp);
     throw;
   }
+  if (gp->param != 0) *reinterpret_cast<void**>(gp->param) = nullptr;  // see newproc_alloc
+  gp->param = 0;
   gp->run = run;
   gp->destroy = destroy;
   gp->preempt_off.store(0, std::memory_order_relaxed);
@@ -1751,7 +1864,10 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
 #endif
   lc->ngoroutines.store(lc->ngoroutines.load(std::memory_order_relaxed) + 1,
                         std::memory_order_relaxed);
+  pstat_add(lc->created);
   std::uint64_t id = gp->goid;
+  gp->trackseq = static_cast<std::uint8_t>(id);  // 1 in 8 sampled at creation (see G)
+  sched_track_runnable(gp);
   gp->status.store(kGRunnable, std::memory_order_release);
   M* m = getm();
   if (m != nullptr && m->p != nullptr) {
@@ -1761,6 +1877,13 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   }
   wakep();
   return id;
+}
+
+void for_each_g_chunk(void (*fn)(const void* lo, std::size_t bytes, void* arg),
+                      void* arg) noexcept {
+  LockGuard hold(glock);
+  if (gchunks == nullptr) return;
+  for (G* chunk : *gchunks) fn(chunk, kGChunkBytes, arg);
 }
 
 void for_each_g(void (*fn)(G*, void*), void* arg) noexcept {
@@ -1773,6 +1896,34 @@ void for_each_g(void (*fn)(G*, void*), void* arg) noexcept {
       if (st == kGRunnable || st == kGRunning || st == kGWaiting) fn(g, arg);
     }
   }
+}
+
+std::size_t g_chunks(G** out, std::size_t cap, std::size_t* per_chunk) noexcept {
+  EnterRuntime enter;  // no preemption while holding glock
+  *per_chunk = kGsPerChunk;
+  LockGuard hold(glock);
+  if (gchunks == nullptr) return 0;
+  const std::size_t n = gchunks->size();
+  for (std::size_t i = 0; i < n && i < cap; i++) out[i] = (*gchunks)[i];
+  return n;
+}
+
+void for_each_m(void (*fn)(M*, void*), void* arg) noexcept {
+  for (AllM* n = allm_head.load(std::memory_order_acquire); n != nullptr; n = n->next) {
+    fn(n->m, arg);
+  }
+}
+
+std::uint64_t goroutines_created() noexcept {
+  EnterRuntime enter;
+  std::uint64_t n = sched.created_retired.load(std::memory_order_relaxed);
+  const int np = sched.nallp.load(std::memory_order_acquire);
+  for (int i = 0; i < np; i++) n += sched.allp[i]->cache.created.load(std::memory_order_relaxed);
+  LockGuard hold(thread_caches_lock);
+  for (ThreadCache* tc = thread_caches; tc != nullptr; tc = tc->next) {
+    n += tc->cache.created.load(std::memory_order_relaxed);
+  }
+  return n;
 }
 
 }  // namespace goro::internal

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "base/lock.hpp"
+#include "base/platform.hpp"
 #include "goro/go.hpp"
 #include "sched/runq.hpp"
 #include "time/timer.hpp"
@@ -113,6 +114,12 @@ struct alignas(64) G {
   std::int64_t waitsince = 0;
   std::atomic<std::uint32_t> parkgen{0};
 
+  // --- Scheduling latency sampling (stats): 1 in 8 of a G's runnable transitions are stamped
+  // (sched_track_runnable) by whoever makes it runnable, and recorded by execute(). Owned with
+  // the G. trackseq starts from the goid, so 1 in 8 goroutines is sampled at creation.
+  std::int64_t runnable_since = 0;  // nanotime() of a sampled transition to runnable; 0: none
+  std::uint8_t trackseq = 0;
+
   // --- Preemption (see "Preemption" in sysmon.cpp).
   // Runtime entries and NoPreempt guards in progress on this goroutine. Written only by the
   // goroutine itself (plain load/store, followed by a signal fence), read by the SIGURG handler
@@ -134,6 +141,8 @@ struct alignas(64) G {
 
   // --- A small closure, stored here instead of on the heap.
   alignas(16) unsigned char closure_buf[kInlineClosure];
+  // Bytes of the closure (set at creation; the leak finder reads a heap closure's extent).
+  std::uint32_t closure_size = 0;
 };
 
 // A P: a logical processor. An M must hold a P to run goroutines.
@@ -168,7 +177,25 @@ struct LocalCache {
   // Goroutines started minus goroutines ended through this cache; summed by num_goroutine().
   // Written only by the owner (relaxed stores, no read-modify-write), read by anyone.
   std::atomic<std::int64_t> ngoroutines{0};
+  // Goroutines started through this cache (monotonic; same discipline). goroutines_created().
+  std::atomic<std::uint64_t> created{0};
 };
+
+// Scheduler counters of one P, summed by goro::stats() (src/debug/stats.cpp). Written only by
+// the M holding the P, by relaxed load + store (pstat_add: no read-modify-write, so no locked
+// instruction on the hot path); read by anyone. Handing the P to another M (sched.lock, the
+// status CAS, startm's release) orders one owner's writes before the next owner's.
+inline constexpr int kSchedLatBuckets = 25;  // bucket i < 24: latency <= 2^(7+i) ns; 24: more
+struct PStats {
+  std::atomic<std::uint64_t> switches{0};      // goroutines switched to (execute)
+  std::atomic<std::uint64_t> steals{0};        // successful steals from another P's run queue
+  std::atomic<std::uint64_t> global_takes{0};  // takes from the global run queue (globrunqget)
+  std::atomic<std::uint64_t> lat_sum_ns{0};    // sum of the sampled latencies recorded in lat
+  std::atomic<std::uint64_t> lat[kSchedLatBuckets]{};  // sampled runnable→running latencies
+};
+inline void pstat_add(std::atomic<std::uint64_t>& c, std::uint64_t d = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+}
 
 struct alignas(64) P {
   std::int32_t id = 0;
@@ -180,9 +207,14 @@ struct alignas(64) P {
   std::atomic<std::uint32_t> schedtick{0};
   // Incremented by its M at each goro::blocking entry; read by sysmon.
   std::atomic<std::uint32_t> syscalltick{0};
+  // The goro::blocking call site of the goroutine that left it in kPSyscall: written by its M
+  // before the status store (release), read by whoever takes the P by CAS (stats: threads
+  // created for blocking calls are charged to it).
+  const void* syscall_site = nullptr;
   RunQueue<G, 256> runq;
   TimerHeap timers;  // its own lock
   LocalCache cache;  // owner only
+  PStats stats;      // owner-only writes (pstat_add), read by stats.cpp and schedtrace
 };
 
 // An M: an OS thread that runs goroutines. Its own thread stack is its "g0": the scheduler
@@ -248,6 +280,7 @@ struct Sched {
   std::atomic<int> nallp{0};  // Ps created so far (never freed)
   P* allp[kMaxProcs] = {};
   std::atomic<std::int64_t> ngoroutines_retired{0};  // counts of flushed thread caches
+  std::atomic<std::uint64_t> created_retired{0};     // LocalCache::created of flushed ones
   std::atomic<std::uint64_t> goidgen{0};
   std::atomic<bool> started{false};
   // The idle M that sleeps until the earliest timer (see "Timers" in proc.cpp), under lock;
@@ -353,6 +386,30 @@ LocalCache* local_cache() noexcept;
 // Calls fn(g, arg) for every goroutine that exists (runnable, running or waiting), under the
 // G allocator's lock; fn must not start goroutines.
 void for_each_g(void (*fn)(G*, void*), void* arg) noexcept;
+// Calls fn(lo, bytes, arg) for every chunk of G records (live and free ones), under the G
+// allocator's lock (the leak finder skips them: they hold stale stack addresses of dead Gs).
+void for_each_g_chunk(void (*fn)(const void* lo, std::size_t bytes, void* arg), void* arg) noexcept;
+
+// --- Observability (src/debug/stats.cpp, schedtrace.cpp).
+// Copies up to cap pointers to the G record chunks (kGsPerChunk records each, returned in
+// *per_chunk) into out under the G allocator's lock, and returns how many chunks exist: a
+// reader then walks every record without the lock (records are never freed; their fields are
+// read racily, status atomically).
+std::size_t g_chunks(G** out, std::size_t cap, std::size_t* per_chunk) noexcept;
+// Calls fn(m, arg) for every M record ever created (lock-free; a record whose thread exited,
+// or that newm is reusing, is still visited: its fields are read racily).
+void for_each_m(void (*fn)(M*, void*), void* arg) noexcept;
+// Goroutines started since the process began (sum of LocalCache::created).
+std::uint64_t goroutines_created() noexcept;
+// Marks gp, which the caller is making runnable, for the scheduling latency sample (see G).
+inline void sched_track_runnable(G* gp) noexcept {
+  if ((gp->trackseq++ & 7) == 0) gp->runnable_since = nanotime();
+}
+// Runtime start: reads GORO_SCHEDTRACE / GORO_SCHEDDETAIL / GORO_DEBUG_ADDR and starts what
+// they ask for; nothing when unset (schedtrace.cpp). Called once by start_runtime.
+void stats_init() noexcept;
+// newm created a thread to take over a P from the goro::blocking call at `site` (stats.cpp).
+void stats_note_blocking_thread(const void* site) noexcept;
 
 // Prints, raw, the current goroutine's id, state and creation site (for fatal messages).
 void print_current_goroutine_context() noexcept;

@@ -7,7 +7,9 @@
 // sleeps 20 us, doubling after 50 quiet rounds up to 10 ms, and at most 1 ms while some P
 // runs a goroutine (so a slice that ends is noticed within about a millisecond; each round
 // costs a few microseconds). When every P is idle it sleeps on sched.sysmon_note until
-// pidleget() hands a P out again: an idle process costs nothing. Each round it stamps
+// pidleget() hands a P out again: an idle process costs nothing. Before that sleep it asks the
+// deadlock detector (src/debug/deadlock.cpp) to look, which may shorten the sleep to a
+// back-off while threads outside the runtime could still act. Each round it stamps
 // sched.coarse_now (used for wait durations) and looks at every running P.
 //
 // Time slices
@@ -87,7 +89,10 @@ extern "C" void __tsan_ignore_thread_begin();
 #include "base/lock.hpp"
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
+#include "debug/leak.hpp"
 #include "goro/preempt.hpp"
+#include "netpoll/netpoll.hpp"
+#include "netpoll/netpoll.hpp"
 #include "sched/proc.hpp"
 
 extern "C" {
@@ -112,6 +117,7 @@ constexpr std::int64_t kForcePreemptNs = 10'000'000;  // Go's forcePreemptNS
 constexpr std::int64_t kMinDelayNs = 20'000;
 constexpr std::int64_t kMaxDelayNs = 10'000'000;
 constexpr std::int64_t kBusyDelayNs = 1'000'000;
+constexpr std::int64_t kNetpollStaleNs = 10'000'000;
 // Stack the diversion needs below the interrupted rsp besides the XSAVE area: red zone, saved
 // registers, alignment, and the frames of async_preempt_park down to the switch.
 constexpr std::uintptr_t kPreemptStackSlack = 8192;
@@ -197,6 +203,8 @@ void try_async_preempt(M* m, ucontext_t* uc) {
 
 void sigurg_handler(int sig, siginfo_t* info, void* ucv) {
   int saved_errno = errno;
+  // goro::debug::find_leaks reading this thread's registers (src/debug/leak.cpp).
+  if (leak_capture_active.load(std::memory_order_acquire)) leak_capture_signal(ucv);
   if (chain_prev) {
     if ((prev_sigurg.sa_flags & SA_SIGINFO) != 0) {
       prev_sigurg.sa_sigaction(sig, info, ucv);
@@ -362,15 +370,42 @@ void* sysmon_main(void*) {
       idle++;
     }
     sched.coarse_now.store(now, std::memory_order_relaxed);
+    // Poll the network if nobody did for 10 ms (every P busy, none blocked in the poller): fd
+    // readiness must not wait for a P to run out of work (Go's sysmon does the same).
+    if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked() &&
+        now - netpoll_last_poll() > kNetpollStaleNs) {
+      G* list = nullptr;
+      int n = netpoll(0, &list);
+      if (n > 0) {
+        inject_netpoll_batch(list, n);
+        idle = 0;
+      }
+    }
+    // Go's sysmon: poll the network when nobody has for 10 ms. While every P runs CPU-bound
+    // goroutines no M reaches find_runnable's poll and none sleeps in the poller, so I/O
+    // readiness (a debug endpoint's request) would wait for the next idle M.
+    if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked() &&
+        now - netpoll_last_poll() > kForcePreemptNs) {
+      G* list = nullptr;
+      if (int n = netpoll(0, &list); n > 0) {
+        inject_netpoll_batch(list, n);
+        idle = 0;
+      }
+    }
     if (!busy) {
       sched.lock.lock();
       if (sched.npidle.load(std::memory_order_relaxed) ==
           sched.gomaxprocs.load(std::memory_order_relaxed)) {
-        // Every P idle: sleep until one is handed out (pidleget wakes us).
+        // Every P idle: sleep until one is handed out (pidleget wakes us). Everything may be
+        // asleep for good: deadlock.cpp looks, and says when to look again.
         sched.sysmon_note.clear();
         sched.sysmonwait = true;
         sched.lock.unlock();
-        sched.sysmon_note.sleep();
+        if (std::int64_t again = deadlock_idle_check(); again < 0) {
+          sched.sysmon_note.sleep();
+        } else {
+          sched.sysmon_note.sleep_for(again);
+        }
         idle = 0;
         continue;
       }
@@ -420,6 +455,10 @@ void sysmon_init() noexcept {
     return;
   }
   pthread_setname_np(t, "goro-sysmon");
+}
+
+bool sigurg_handler_is(const void* handler) noexcept {
+  return handler == reinterpret_cast<const void*>(&sigurg_handler);
 }
 
 bool async_preempt_enabled() noexcept {
