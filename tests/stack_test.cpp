@@ -187,15 +187,17 @@ TEST_F(StackTest, SlotsAreReused) {
   EXPECT_LE(reserved(), warm + (std::size_t{16} << 20))
       << "sequential goroutines keep mapping new stacks";
   // In bursts too: 1000 live at a time.
+  // The scavenger may release idle slabs between rounds on a slow machine (and the next burst
+  // map them again), so the bound is the most the first three rounds ever had reserved.
   std::size_t after_burst = 0;
   for (int round = 0; round < 6; round++) {
     goro::WaitGroup wg;
     wg.add(1000);
     for (int i = 0; i < 1000; i++) goro::go([&] { wg.done(); });
     wg.wait();
-    if (round == 2) after_burst = reserved();
+    if (round <= 2) after_burst = std::max(after_burst, reserved());
   }
-  EXPECT_EQ(reserved(), after_burst) << "bursts of 1000 keep mapping new stacks";
+  EXPECT_LE(reserved(), after_burst) << "bursts of 1000 keep mapping new stacks";
   EXPECT_LE(after_burst - warm, (1000 + 128) * goro::default_stack_size() + (16 << 20));
 }
 

@@ -467,26 +467,30 @@ TEST(StatsTest, SchedulerCountersMove) {
     done.done();
   });
   done.wait();
-  // Spawned from a plain thread: through the global queue; a burst of them gets stolen.
-  goro::WaitGroup burst;
+  // Spawned from a plain thread: through the global queue; a burst of them gets stolen by the
+  // other P's M. On a loaded machine that M may not get a CPU during one burst: up to 20.
   constexpr int kBurst = 2000;
-  burst.add(kBurst);
-  goro::go([&] {
-    for (int i = 0; i < kBurst; i++) {
-      goro::go([&] {
-        volatile int x = 0;
-        for (int k = 0; k < 2000; k++) x = x + k;
-        burst.done();
-      });
-    }
-  });
-  burst.wait();
+  for (int attempt = 0; attempt < 20; attempt++) {
+    goro::WaitGroup burst;
+    burst.add(kBurst);
+    goro::go([&] {
+      for (int i = 0; i < kBurst; i++) {
+        goro::go([&] {
+          volatile int x = 0;
+          for (int k = 0; k < 2000; k++) x = x + k;
+          burst.done();
+        });
+      }
+    });
+    burst.wait();
+    if (goro::stats().sched.steals != a.sched.steals) break;
+  }
   const goro::Stats b = goro::stats();
   EXPECT_GE(b.sched.context_switches - a.sched.context_switches, std::uint64_t(2 * kRounds));
   EXPECT_GT(b.sched.global_queue_takes, a.sched.global_queue_takes);
   EXPECT_GT(b.sched.steals, a.sched.steals);
-  // 1 in 8 runnable transitions is sampled.
-  EXPECT_GE(b.sched.latencies.count - a.sched.latencies.count, std::uint64_t(2 * kRounds / 16));
+  // 1 in 64 runnable transitions is sampled.
+  EXPECT_GE(b.sched.latencies.count - a.sched.latencies.count, std::uint64_t(2 * kRounds / 128));
   EXPECT_GT(b.sched.latencies.sum_ns, a.sched.latencies.sum_ns);
   std::uint64_t sum = 0;
   for (std::uint64_t v : b.sched.latencies.buckets) sum += v;
