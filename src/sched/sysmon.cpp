@@ -92,7 +92,6 @@ extern "C" void __tsan_ignore_thread_begin();
 #include "debug/leak.hpp"
 #include "goro/preempt.hpp"
 #include "netpoll/netpoll.hpp"
-#include "netpoll/netpoll.hpp"
 #include "sched/proc.hpp"
 
 extern "C" {
