@@ -182,6 +182,10 @@ TEST(DeadlockChild, Run) {
 goro_test::ProcResult run_program(const std::string& name,
                                   std::vector<goro_test::EnvChange> env = {},
                                   double timeout_s = 60) {
+  // The detector is off by default: these programs ask for the fatal mode unless they choose.
+  bool chosen = false;
+  for (const auto& e : env) chosen = chosen || e.first == "GORO_DEADLOCK";
+  if (!chosen) env.emplace_back("GORO_DEADLOCK", "fatal");
   env.emplace_back("GORO_DL_CASE", name);
   return run_process({"/proc/self/exe", "--gtest_filter=DeadlockChild.Run"}, env, timeout_s);
 }

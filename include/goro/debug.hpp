@@ -201,14 +201,14 @@ GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 // confirms over 50 ms that nothing moved. A thread that is not blocked in a goro primitive
 // (running, sleeping, in std::thread::join, in a std::mutex) could still wake a goroutine, so
 // then there is no verdict: kReport prints a warning once instead.
-// Environment: GORO_DEADLOCK=0 (off), GORO_DEADLOCK=report (kReport); default kFatal.
+// Environment: GORO_DEADLOCK=1 or fatal (kFatal), report (kReport), 0 (off); default kOff.
 // Limits: not judged while a goroutine locked to its thread (lock_os_thread) is parked, or with
 // GORO_SYSMON=0 (no monitor thread).
 
 /// What the deadlock detector does.
 enum class DeadlockMode {
-  kOff,     ///< never looks
-  kFatal,   ///< a certain deadlock is fatal (the default)
+  kOff,     ///< never looks (the default; GORO_DEADLOCK=1 or fatal selects kFatal)
+  kFatal,   ///< a certain deadlock is fatal
   kReport,  ///< as kFatal, and also warns once when all goroutines are asleep but threads
             ///< outside the runtime could still wake them
 };
