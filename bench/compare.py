@@ -16,7 +16,12 @@ GORO_SYSMON=0, back to back, and reports the ratio on/off).
 A flavour whose program is missing is reported as "not built". Every program prints lines
 `RESULT <metric>=<value> <unit>` on stdout; each process runs under a timeout (120 s).
 
-Workloads in NOT_IMPLEMENTED (echo, handoff) have no goro side yet: they are listed
+A workload with a driver (echo) runs the driver, <build-dir>/bench/<driver>, once per flavour
+with `-server <the flavour's program>`: the one load client bench_echo_client starts each
+flavour's server and measures it (throughput, latency percentiles, the server's CPU time per
+round trip). The peer workloads (redis, httplib) start real third-party servers themselves.
+
+Workloads in NOT_IMPLEMENTED (handoff) have no goro side yet: they are listed
 and reported as "not yet", never with a number. After the workloads, the Google Benchmark
 micro-benchmarks (<build-dir>/bench/micro/goro_micro) run once (--no-micro skips them).
 
@@ -57,11 +62,10 @@ GO_DIR = BENCH_DIR / "peers" / "go"
 FLAVOURS = ["goro", "go", "fiber", "thread"]
 WORKLOADS = ["yield", "spawn_complete", "spawn_run", "fib", "spawn_park", "pingpong",
              "chan_throughput", "select4", "timers", "timers_busy", "mutex",
-             "preempt", "preempt_cost", "echo", "handoff"]
+             "preempt", "preempt_cost", "echo", "redis", "httplib", "handoff"]
 # Workloads whose goro side does not exist yet: they keep their place in the tables and are
 # printed and reported as "not yet", never with a number (nothing is built or run for them).
 NOT_IMPLEMENTED = {
-    "echo": "TCP echo: needs the I/O issue (netpoller)",
     "handoff": "work during a blocking syscall: needs the I/O issue (syscall handoff)",
 }
 NOT_YET = "not yet"
@@ -78,7 +82,12 @@ METRICS = {
     "timers": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
     "timers_busy": ["p50_lateness_us", "p99_lateness_us", "cpu_ms"],
     "mutex": ["ns_per_op"],
-    "echo": ["us_per_roundtrip"],
+    # The server's CPU time per round trip first: on 2 cores the one load client competes with
+    # the server, so throughput and latency depend on how the CPUs are shared.
+    "echo": ["server_cpu_ns_per_rt", "rt_per_s", "p50_us", "p99_us"],
+    # Unmodified hiredis (redis) and cpp-httplib (httplib, loaded by wrk): goroutines vs threads.
+    "redis": ["rt_per_s", "cpu_ns_per_rt", "max_threads"],
+    "httplib": ["req_per_s", "cpu_ns_per_req", "p50_us", "p99_us", "max_threads"],
     "preempt": ["p50_ms", "p99_ms", "max_ms"],
     # The programs' main metric with sysmon on and off (SYSMON_VARIANTS) and their ratio.
     "preempt_cost": ["sysmon_on_ns", "sysmon_off_ns", "on_off_ratio"],
@@ -91,6 +100,8 @@ CHART_METRICS = {
     "timers": ["p99_lateness_us"],
     "timers_busy": ["p99_lateness_us"],
     "preempt": ["p50_ms"],
+    "echo": ["server_cpu_ns_per_rt", "p99_us"],
+    "httplib": ["req_per_s"],
 }
 # preempt_cost's variants: each run runs the goro program once per variant (alternating which
 # goes first), takes its main metric (the first of METRICS[program]) under the variant's name,
@@ -100,7 +111,7 @@ SYSMON_VARIANTS = (("sysmon_on_ns", {}), ("sysmon_off_ns", {"GORO_SYSMON": "0"})
 GORO_ONLY_SUMMARY = {"preempt_cost": "on_off_ratio"}
 # Metrics where more is better (throughputs): their ratio column is peer/goro instead, so that
 # every ratio reads the same way (< 1: goro better).
-HIGHER_IS_BETTER = {"mops"}
+HIGHER_IS_BETTER = {"mops", "rt_per_s", "req_per_s"}
 RESULT_RE = re.compile(r"^RESULT\s+([A-Za-z0-9_]+)=(\S+)\s+(\S+)\s*$")
 
 
@@ -118,6 +129,9 @@ class Config:
     program: str | None = None
     # Environment variants (preempt_cost): (metric name, environment) pairs; see SYSMON_VARIANTS.
     variants: tuple = ()
+    # A program in <build-dir>/bench that runs each flavour's program (echo: the load client
+    # bench_echo_client, given `-server <bench_<flavour>_<program>>`).
+    driver: str | None = None
 
     @property
     def prog(self) -> str:
@@ -144,9 +158,22 @@ def configs(quick: bool) -> list[Config]:
     no_thread = ["goro", "go", "fiber"]
     # Not implemented yet (NOT_IMPLEMENTED): reported as "not yet", nothing is run.
     planned = [
-        Config("echo", {"conns": 64}, ["goro", "go"]),
         Config("handoff", {"procs": 2}, ["goro", "go"]),
     ]
+    # TCP echo (64-byte messages, one in flight per connection), the one load client
+    # bench_echo_client in front of goro's examples/echo_server.cpp and Go's net server.
+    echo = [Config("echo", {"conns": c, "seconds": 2 if quick else 3}, ["goro", "go"],
+                   driver="echo_client") for c in ((1000,) if quick else (100, 1000, 10000))]
+    # Real third-party peers: hiredis in 1,000 goroutines vs 1,000 threads (GOMAXPROCS=2),
+    # cpp-httplib's server under wrk with 1,000 connections: a goroutine per connection vs
+    # httplib's default thread pool (max(8, CPUs - 1) threads) and a pool of 1,000 threads.
+    peers = [
+        Config("redis", {"clients": 1000, "n": 50 if quick else 200}, ["goro", "thread"]),
+        Config("httplib", {"conns": 1000, "seconds": 2 if quick else 3}, ["goro", "thread"]),
+    ]
+    if not quick:
+        peers.append(Config("httplib", {"conns": 1000, "seconds": 3}, ["goro", "thread"],
+                            {"thread": {"pool": 1000}}))
     if quick:
         return [
             Config("yield", {"n": 2_000_000}, every, {"thread": {"n": 200_000}}),
@@ -172,7 +199,7 @@ def configs(quick: bool) -> list[Config]:
                    program="spawn_complete", variants=SYSMON_VARIANTS),
             Config("preempt_cost", {"n": 200_000, "procs": 1}, ["goro"], program="pingpong",
                    variants=SYSMON_VARIANTS),
-        ] + planned
+        ] + echo + peers + planned
     return [
         # The thread flavour (a kernel switch costs ~1 us, several on a loaded machine) and
         # Boost.Fiber's spawns (~10-30 us each: a stack is mapped per fiber) run fewer
@@ -205,7 +232,7 @@ def configs(quick: bool) -> list[Config]:
         Config("preempt", {"n": 50, "procs": 1}, ["goro", "go"]),
     ] + [Config("preempt_cost", {"n": 1_000_000, "procs": procs}, ["goro"], program=prog,
                 variants=SYSMON_VARIANTS)
-         for prog in ("spawn_complete", "pingpong") for procs in (1, 2)] + planned
+         for prog in ("spawn_complete", "pingpong") for procs in (1, 2)] + echo + peers + planned
 
 
 def binary(build_dir: Path, flavour: str, workload: str) -> Path:
@@ -266,10 +293,12 @@ class Run:
 
 
 def run_once(path: Path, args: dict[str, int], timeout: float,
-             env: dict[str, str] | None = None) -> Run:
-    cmd = [str(path)]
+             env: dict[str, str] | None = None, driver: Path | None = None) -> Run:
+    cmd = [str(driver if driver is not None else path)]
     for k, v in args.items():
         cmd += [f"-{k}", str(v)]
+    if driver is not None:
+        cmd += ["-server", str(path)]
     t0 = time.monotonic()
     try:
         # Its own session, so that a timeout ends whatever it started too.
@@ -364,11 +393,15 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
                            for m in METRICS[cfg.workload]},
                 "not_implemented": NOT_IMPLEMENTED[cfg.workload]}
     present: list[str] = []
+    driver = build_dir / "bench" / f"bench_{cfg.driver}" if cfg.driver else None
     for f in FLAVOURS:
         if f not in cfg.flavours:
             flav[f] = {"status": "n/a"}
             continue
         path = binary(build_dir, f, cfg.prog)
+        if driver is not None and not (driver.is_file() and os.access(driver, os.X_OK)):
+            flav[f] = {"status": "not built", "binary": str(driver)}
+            continue
         if not (path.is_file() and os.access(path, os.X_OK)):
             why = go_errors.get(cfg.prog) if f == "go" else None
             flav[f] = {"status": "not built", "binary": str(path)}
@@ -384,7 +417,8 @@ def run_config(cfg: Config, build_dir: Path, runs: int, timeout: float,
             if cfg.variants:
                 r = run_variants(Path(flav[f]["binary"]), cfg, f, i, timeout)
             else:
-                r = run_once(Path(flav[f]["binary"]), cfg.flavour_args(f), timeout)
+                r = run_once(Path(flav[f]["binary"]), cfg.flavour_args(f), timeout,
+                             driver=driver)
             all_runs[f].append(r)
             status = "ok" if r.error is None else r.error.splitlines()[0]
             log(f"  [{cfg.label}] run {i + 1}/{runs} {f:6s} {r.seconds:7.2f} s  {status}")

@@ -133,19 +133,20 @@ void api_off() {
 
 // A goroutine parks (three times, one site) while holding a std::mutex.
 std::mutex g_os_mutex;
+volatile int g_rounds = 3;
 constexpr int kLockLine = __LINE__ + 7;  // the lock_guard below
 void park_holding_mutex() {
   goro::Chan<int> ch(0);
   goro::WaitGroup wg;
   wg.add(1);
   goro::go([&] {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < g_rounds; i++) {             // not unrolled: one call site
       std::lock_guard<std::mutex> hold(g_os_mutex);  // the site to report (kLockLine)
       (void)ch.recv();
     }
     wg.done();
   });
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < g_rounds; i++) {
     std::this_thread::sleep_for(20ms);
     ch.send(i);
   }

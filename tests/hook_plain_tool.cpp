@@ -90,14 +90,14 @@ int count_threads() {
   return n;
 }
 
-// Whether `read` resolves to a definition in this executable (the interposer), not libc's.
+// Whether `read` resolves to the interposer (in this executable, or in libgoro.so), not to
+// libc's definition (the object that defines fopen, which is never hooked).
 bool hooks_linked() {
-  Dl_info self{}, rd{};
-  dladdr(reinterpret_cast<void*>(&count_threads), &self);
+  Dl_info libc{}, rd{};
   void* p = dlsym(RTLD_DEFAULT, "read");
-  dladdr(p, &rd);
-  return self.dli_fname != nullptr && rd.dli_fname != nullptr &&
-         std::strcmp(self.dli_fname, rd.dli_fname) == 0;
+  if (dladdr(reinterpret_cast<void*>(&std::fopen), &libc) == 0 || dladdr(p, &rd) == 0) return false;
+  return libc.dli_fname != nullptr && rd.dli_fname != nullptr &&
+         std::strcmp(libc.dli_fname, rd.dli_fname) != 0;
 }
 
 int cat(const char* path) {

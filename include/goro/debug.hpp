@@ -182,12 +182,21 @@ struct LeakOptions {
 ///
 /// Blocking: never parks; blocks the calling thread while it reads the process's memory and
 /// (with stacks) takes a goroutine dump, taking each tracked channel's lock briefly.
+/// Side effect: when some goroutine waits on tracked channels, every thread of the process
+/// except the caller, idle runtime threads and the runtime's helpers receives SIGURG once, so
+/// that its registers can be read (goro sends SIGURG to its own threads for preemption anyway;
+/// an application SIGURG handler is chained and must tolerate it, as in Go). A system call
+/// that SA_RESTART does not restart (nanosleep, poll, epoll_wait) returns EINTR in those
+/// threads. A thread that blocks SIGURG, or does not answer within a second, makes every
+/// channel verdict "unknown".
 /// Cost: proportional to the resident writable memory of the process (it scans it for
 /// pointers into the blocked goroutines' stacks, about a gigabyte per second) when some
-/// goroutine waits on tracked channels, plus the dump; milliseconds for a small process.
+/// goroutine waits on tracked channels, plus the dump: about 20-30 ms for 1000 parked
+/// goroutines next to 64 MiB of heap (leak_test's HandleCopyCost prints it).
 /// Errors: throws std::bad_alloc when memory runs out. A leak can be missed (never invented)
 /// when stale memory, such as a previous goroutine dump's freed buffers, holds an address
-/// inside the leaked goroutine's stack. Thread-safe.
+/// inside the leaked goroutine's stack. Thread-safe; concurrent calls are serialized while
+/// they read registers.
 GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 
 // ---------------------------------------------------------------------------------------------
@@ -203,7 +212,9 @@ GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 // then there is no verdict: kReport prints a warning once instead.
 // Environment: GORO_DEADLOCK=1 or fatal (kFatal), report (kReport), 0 (off); default kOff.
 // Limits: not judged while a goroutine locked to its thread (lock_os_thread) is parked, or with
-// GORO_SYSMON=0 (no monitor thread).
+// GORO_SYSMON=0 (no monitor thread), or while helper threads it does not know run (the debug
+// endpoint's and GORO_SCHEDTRACE's threads count as outside threads). It keeps one descriptor
+// open on /proc/self/task once it has looked, and reads a new thread's name once or twice.
 
 /// What the deadlock detector does.
 enum class DeadlockMode {

@@ -86,8 +86,9 @@ GORO_API const char* to_string(GoroutineState s) noexcept;
 
 /// Histogram of scheduling latencies: how long goroutines waited between becoming runnable
 /// (started, readied by a channel, lock, timer or the network poller, preempted, yielding) and
-/// starting to run. Sampled: 1 in 8 of each goroutine's transitions to runnable is timed (as
-/// Go's /sched/latencies:seconds), so count is about an eighth of all switches.
+/// starting to run. Sampled: 1 in 64 of each goroutine's transitions to runnable is timed (Go's
+/// /sched/latencies:seconds samples 1 in 8; two clock reads per sample make that too dear for
+/// goro's cheaper switches), so count is about 1/64 of all switches.
 struct SchedLatencies {
   /// Buckets: i < kBuckets - 1 holds latencies in (upper_bound_ns(i - 1), upper_bound_ns(i)],
   /// with upper_bound_ns(i) = 128 ns << i (128 ns ... 2^30 ns, about 1.07 s); the last

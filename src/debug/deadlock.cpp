@@ -15,10 +15,12 @@
 //      RWMutex, WaitGroup, Once, Cond, Semaphore, Group (not sleeping, not in I/O wait);
 //  (c) every thread outside the runtime blocked in a goro primitive: the threads of the
 //      process (/proc/self/task) minus the runtime's own (the Ms, sysmon, the SIGQUIT dump
-//      thread, this file's confirmation thread) equal the plain threads parked in park()
-//      (counted by deadlock_thread_parking). A thread that is not (running, sleeping, joining,
-//      in a std::mutex, in a system call) could still wake a goroutine: then there is no
-//      verdict, only a warning in kReport mode;
+//      thread, this file's confirmation thread; in sanitizer builds the sanitizer's threads)
+//      equal the plain threads parked in park() and not yet readied (deadlock_thread_wait:
+//      park counts a thread before its waiter can be found, ready() uncounts it, so a thread
+//      that was woken but not scheduled yet, however long the OS starves it, is not blocked).
+//      A thread that is not (running, sleeping, joining, in a std::mutex, in a system call)
+//      could still wake a goroutine: then there is no verdict, only a warning in kReport mode;
 //  (d) nothing moved for 50 ms: the same goroutines with the same park generations and
 //      states, the same threads, the same count of thread parks and wake-ups.
 // Signal handlers cannot use goro primitives (they are not async-signal-safe), so they can wake
@@ -35,9 +37,10 @@
 //     _exit(2) (Go's status; no destructors or atexit handlers run, as on a Go fatal error).
 //     Uncertain only because of outside threads, in kReport mode: one warning per process.
 //  3. What can turn an idle process into a deadlock without a P becoming busy: a plain thread
-//     parking (deadlock_thread_parking wakes sysmon when every P is idle), or an outside
-//     thread ending (sysmon looks again after a back-off of 100 ms doubling to 10 s while
-//     outside threads are all that is missing).
+//     parking (deadlock_thread_parked wakes sysmon when every P is idle), an outside thread
+//     ending, or an M settling (parking after its P went idle, exiting, returning from a
+//     blocking call whose P was taken): while outside threads or unsettled Ms are all that is
+//     missing, sysmon looks again after a back-off of 100 ms doubling to 10 s.
 // A plain thread's first park also starts the runtime (when detection is on), so that a
 // program of plain threads deadlocked on goro channels is caught too.
 // Not judged: while a goroutine wired by lock_os_thread is parked (its M waits outside the
@@ -93,6 +96,12 @@
 #include "netpoll/netpoll.hpp"
 #include "sched/proc.hpp"
 #include "time/timer.hpp"
+
+#if defined(GORO_TSAN)
+// Exported by the TSan runtimes of GCC and Clang (not declared in their public headers).
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
 
 namespace goro::internal {
 namespace {
@@ -177,14 +186,86 @@ bool blocks_sigurg(int tid) {
 // In sanitizer builds the sanitizer runtime's own threads (TSan's background thread) count as
 // helpers: exactly (by where they are blocked) with `precise`, else every thread that blocks
 // SIGURG (more helpers, so sysmon may start a confirmation that then finds no deadlock).
+//
+// File descriptors: the detector looks while the program may be using every descriptor it may
+// have (a test that exhausts RLIMIT_NOFILE), and a descriptor it borrows for a moment would be
+// one the program then misses. So it keeps /proc/self/task open for good (rewound for each
+// look) and classifies each thread once (its name, and in sanitizer builds whether it is the
+// sanitizer's), remembering the result while the thread exists: after the first look it opens
+// nothing unless threads appear. A thread names itself just after it starts, so a "no" is
+// only tentative: it is asked once more a second later, then kept. A classification that fails
+// (no descriptor) is retried at the next look and counts the thread as outside the runtime
+// meanwhile (no verdict, never a false one). A reused tid inherits nothing: entries of threads
+// absent from a listing are dropped, and helper threads never exit.
+constexpr std::int8_t kUnknown = -1, kNo = 0, kYes = 1, kSureNo = 2, kMaybeYes = 3;
+constexpr std::int64_t kRecheckNs = 1'000'000'000;
+struct TidInfo {
+  int tid;
+  std::int8_t named;         // the SIGQUIT dump thread ("goro-sigquit")
+  std::int8_t san;           // a sanitizer runtime thread (by the precise test)
+  std::int64_t named_since;  // when a tentative kNo was read, for each
+  std::int64_t san_since;
+  bool seen;
+};
+constexpr int kTidCache = 1024;
+Lock threads_lock;             // guards task_fd and the cache (sysmon and the checker count)
+int task_fd = -1;              // /proc/self/task, open for good once opened
+TidInfo tid_cache[kTidCache];  // under threads_lock
+int ntid_cache = 0;
+
+TidInfo* tid_info(int tid) {
+  for (int i = 0; i < ntid_cache; i++) {
+    if (tid_cache[i].tid == tid) return &tid_cache[i];
+  }
+  if (ntid_cache == kTidCache) return nullptr;
+  tid_cache[ntid_cache] = TidInfo{tid, kUnknown, kUnknown, 0, 0, false};
+  return &tid_cache[ntid_cache++];
+}
+
+std::int8_t named_helper(int tid) {
+  char path[64], comm[32] = {};
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return kUnknown;
+  ssize_t k = ::read(fd, comm, sizeof comm - 1);
+  ::close(fd);
+  if (k <= 0) return kUnknown;
+  return std::strncmp(comm, "goro-sigquit", 12) == 0 ? kYes : kNo;
+}
+
+// Updates a classification: unknown, or a tentative answer older than kRecheckNs, is asked
+// (again); two equal answers a second apart are kept for good. A "yes" is tentative too when
+// confirm_yes (a user thread can be caught for a moment where a helper sleeps: inside a
+// sanitizer interceptor); only a kept kYes makes a helper.
+template <class Ask>
+void classify(std::int8_t& v, std::int64_t& since, std::int64_t now, bool confirm_yes, Ask ask) {
+  if (v == kYes || v == kSureNo) return;
+  if ((v == kNo || v == kMaybeYes) && now - since < kRecheckNs) return;
+  const std::int8_t was = v;
+  const std::int8_t a = ask();
+  if (a == kUnknown) return;  // ask again next time
+  if (a == kNo) {
+    v = was == kNo ? kSureNo : kNo;
+  } else {
+    v = !confirm_yes || was == kMaybeYes ? kYes : kMaybeYes;
+  }
+  since = now;
+}
+
 Threads count_threads(int sysmon_tid, int checker_tid, bool precise) {
   Threads t;
-  int dfd = ::open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Threads{-1, 0, 0};
+  LockGuard hold(threads_lock);
+  if (task_fd < 0) {
+    task_fd = ::open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (task_fd < 0) return Threads{-1, 0, 0};
+  }
+  if (::lseek(task_fd, 0, SEEK_SET) != 0) return Threads{-1, 0, 0};
+  for (int i = 0; i < ntid_cache; i++) tid_cache[i].seen = false;
   char buf[2048];
   for (;;) {
-    long n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf);
-    if (n <= 0) break;
+    long n = ::syscall(SYS_getdents64, task_fd, buf, sizeof buf);
+    if (n < 0) return Threads{-1, 0, 0};
+    if (n == 0) break;
     for (long off = 0; off < n;) {
       const auto* e = reinterpret_cast<const struct dirent64*>(buf + off);
       off += e->d_reclen;
@@ -196,38 +277,59 @@ Threads count_threads(int sysmon_tid, int checker_tid, bool precise) {
         t.helpers++;
         continue;
       }
-      char path[64], comm[32] = {};
-      std::snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
-      int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-      if (fd >= 0) {
-        ssize_t k = ::read(fd, comm, sizeof comm - 1);
-        ::close(fd);
-        if (k > 0 && std::strncmp(comm, "goro-sigquit", 12) == 0) {
+      TidInfo scratch{tid, kUnknown, kUnknown, 0, 0, false};
+      TidInfo* ti = tid_info(tid);
+      if (ti == nullptr) ti = &scratch;  // cache full: classify afresh
+      ti->seen = true;
+      const std::int64_t now = nanotime();
+      classify(ti->named, ti->named_since, now, false, [&] { return named_helper(tid); });
+      if (ti->named == kYes) {
+        t.helpers++;
+        continue;
+      }
+      if (kSanitized) {
+        if (precise) {
+          classify(ti->san, ti->san_since, now, true,
+                   [&] { return static_cast<std::int8_t>(sanitizer_runtime_thread(tid)); });
+        }
+        if (ti->san == kYes || (!precise && ti->san != kSureNo && blocks_sigurg(tid))) {
           t.helpers++;
-          continue;
         }
       }
-      if (kSanitized && (precise ? sanitizer_runtime_thread(tid) : blocks_sigurg(tid))) t.helpers++;
     }
   }
-  ::close(dfd);
+  int kept = 0;
+  for (int i = 0; i < ntid_cache; i++) {
+    if (tid_cache[i].seen) tid_cache[kept++] = tid_cache[i];
+  }
+  ntid_cache = kept;
   return t;
 }
 
 // Condition (a), the cheap counters.
 struct Idle {
   bool idle = false;
+  // Not idle only because an M or a P is between states (parking, exiting, a blocking call,
+  // a locked goroutine's thread): nothing is sure to hand a P out when that settles, so sysmon
+  // must look again by itself.
+  bool unsettled = false;
   int mlive = 0;
 };
 
 Idle idle_now() {
   Idle r;
   const int procs = sched.gomaxprocs.load(std::memory_order_seq_cst);
-  if (sched.npidle.load(std::memory_order_seq_cst) != procs) return r;
+  if (sched.npidle.load(std::memory_order_seq_cst) != procs) {
+    r.unsettled = true;
+    return r;
+  }
   if (sched.runqsize.load(std::memory_order_seq_cst) != 0) return r;
   {
     LockGuard hold(sched.lock);
-    if (sched.nmidle.load(std::memory_order_relaxed) != sched.mlive) return r;
+    if (sched.nmidle.load(std::memory_order_relaxed) != sched.mlive) {
+      r.unsettled = true;
+      return r;
+    }
     r.mlive = sched.mlive;
   }
   const int np = sched.nallp.load(std::memory_order_acquire);
@@ -338,6 +440,12 @@ struct CheckerArgs {
 };
 
 void* checker_main(void* arg) {
+#if defined(GORO_TSAN)
+  // Like sysmon, it reads G records that their owners are recycling (gfget reconstructs them
+  // outside the G allocator's lock): benign by design (parkgen and the 50 ms re-check decide),
+  // not something TSan can know.
+  __tsan_ignore_thread_begin();
+#endif
   const int sysmon_tid = static_cast<CheckerArgs*>(arg)->sysmon_tid;
   delete static_cast<CheckerArgs*>(arg);
   const int self = gettid_();
@@ -363,6 +471,9 @@ void* checker_main(void* arg) {
            " plain thread(s) (not shown) are blocked on goro primitives too.\n";
     }
     write_all(2, s.data(), s.size());
+#if defined(GORO_TSAN)
+    __tsan_ignore_thread_end();
+#endif
     ::_exit(2);
   }
   if (stable && outside_threads(b) > b.waiting && mode() == kReport && !g_reported.exchange(true)) {
@@ -376,6 +487,9 @@ void* checker_main(void* arg) {
     }
     write_all(2, s.data(), s.size());
   }
+#if defined(GORO_TSAN)
+  __tsan_ignore_thread_end();
+#endif
   g_checker_active.store(false, std::memory_order_release);
   return nullptr;
 }
@@ -408,10 +522,13 @@ void start_checker(int sysmon_tid) {
 
 }  // namespace
 
-void deadlock_thread_parking(int delta) noexcept {
+void deadlock_thread_wait(int delta) noexcept {
   g_thread_waiting.fetch_add(delta, std::memory_order_seq_cst);
   g_thread_events.fetch_add(1, std::memory_order_seq_cst);
-  if (delta <= 0 || mode() == kOff) return;
+}
+
+void deadlock_thread_parked() noexcept {
+  if (mode() == kOff) return;
   if (!sched.started.load(std::memory_order_acquire)) {
     ensure_started();  // a program of plain threads alone can deadlock on goro too
   }
@@ -426,9 +543,14 @@ std::int64_t deadlock_idle_check() noexcept {
   if (mode() == kOff) return -1;
   if (g_checker_active.load(std::memory_order_acquire)) return kBackoffMinNs;
   Idle i = idle_now();
+  auto backoff = [] {
+    g_backoff = g_backoff == 0 ? kBackoffMinNs : std::min(g_backoff * 2, kBackoffMaxNs);
+    return g_backoff;
+  };
   if (!i.idle) {
+    if (i.unsettled) return backoff();  // an M or P between states: look again
     g_backoff = 0;
-    return -1;  // some M, timer or poller is active: a P will be handed out again
+    return -1;  // work queued, a timer armed or an I/O wait: a P will be handed out again
   }
   const int self = gettid_();
   Threads t = count_threads(self, 0, false);
@@ -441,8 +563,7 @@ std::int64_t deadlock_idle_check() noexcept {
   }
   if (outside < waiting) return 10'000'000;  // a thread is being created or is exiting
   if (mode() == kReport && !g_reported.load(std::memory_order_relaxed)) start_checker(self);
-  g_backoff = g_backoff == 0 ? kBackoffMinNs : std::min(g_backoff * 2, kBackoffMaxNs);
-  return g_backoff;
+  return backoff();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -600,7 +600,7 @@ std::string metrics_text(const Stats& s) {
 
   const SchedLatencies& h = s.sched.latencies;
   p.family("goro_sched_latencies_seconds", "histogram",
-           "Time goroutines spent runnable before running (sampled, 1 in 8 transitions).");
+           "Time goroutines spent runnable before running (sampled, 1 in 64 transitions).");
   std::uint64_t cum = 0;
   for (int i = 0; i < SchedLatencies::kBuckets; i++) {
     cum += h.buckets[i];
@@ -747,7 +747,7 @@ bool send(net::Conn& c, const std::string& data) {
 // ---------------------------------------------------------------------------------------------
 // Goroutines.
 
-void serve_conn(ServerState& st, net::Conn& conn, bool over_limit) {
+void serve_conn(net::Conn& conn, bool over_limit) {
   if (over_limit) {
     send(conn, render(error_response(503, "Service Unavailable", "too many connections\n"), false,
                       false));
@@ -763,7 +763,6 @@ void serve_conn(ServerState& st, net::Conn& conn, bool over_limit) {
   http_parser_init(&parser, HTTP_REQUEST);
   parser.data = &c;
   std::vector<char> buf(8192);
-  (void)st;
   for (;;) {
     std::error_code ec;
     conn.set_read_deadline(net::Clock::now() + kIdleTimeout, ec);
@@ -814,7 +813,7 @@ void conn_main(const std::shared_ptr<ServerState>& st, net::Conn conn, bool over
     if (st->closing) return;  // conn's destructor closes it
     st->conns.insert(&conn);
   }
-  serve_conn(*st, conn, over_limit);
+  serve_conn(conn, over_limit);
   std::lock_guard<std::mutex> hold(st->mu);
   st->conns.erase(&conn);
 }

@@ -24,8 +24,8 @@
 // scan", below). A handle is attributed to a blocked goroutine only if no live code could
 // reach it; every doubt counts as "reachable", which can hide a leak but never invent one.
 //
-// Steps (find_leaks_once)
-// -----------------------
+// Steps (Analysis::run)
+// ---------------------
 //  1. Snapshot every goroutine record (for_each_g, fields copied by an uninstrumented reader)
 //     and every tracked channel: its handles' addresses, whether its registry is complete
 //     (judgeable), and its waiters (chan_leak_visit, under the channel's locks).
@@ -64,13 +64,16 @@
 //    copies stacks to the heap and leaves the copy behind when it frees it.
 // Registers are memory too: a worker thread that popped `&request` (a request living on a parked
 // goroutine's stack) and sits in a system call may hold the only pointer in rbx. Every thread
-// but the caller (whose registers capture_regs took at entry), the idle Ms and the runtime's
-// helper threads gets SIGURG (Go's preemption signal; goro already sends it to its Ms and
-// chains to an application handler); the handler copies the interrupted general-purpose
-// registers into a slot (see "Registers" below). A thread that blocks SIGURG, or does not
-// answer within 1 s (3 s in sanitizer builds), withholds every channel verdict. Side
-// effect: a system call that SA_RESTART does not restart (nanosleep, poll, epoll_wait...)
-// returns EINTR in the signalled thread, as with any signal.
+// but the caller (whose registers capture_regs took at entry), the idle Ms (parked in the
+// scheduler), the runtime's helper threads (named "goro-...") and, in sanitizer builds, the
+// sanitizer runtime's own threads (they block SIGURG and are blocked inside the sanitizer
+// runtime; a user thread caught like that is skipped too, a sanitizer-build-only hole) gets SIGURG
+// (Go's preemption signal; goro already sends it to its Ms and chains to an application
+// handler); the handler copies the interrupted general-purpose registers into a slot (see
+// "Registers" below), and the captured rsp is where that thread's live stack starts. A thread
+// that blocks SIGURG, or does not answer within 1 s (3 s in sanitizer builds), withholds every
+// channel verdict. Side effect: a system call that SA_RESTART does not restart (nanosleep,
+// poll, epoll_wait...) returns EINTR in the signalled thread, as with any signal.
 // The runtime's own records of candidate addresses never look like pointers: the handle
 // registry stores addresses complemented (chan.cpp), and this file's working memory is an
 // mmap arena that the scan skips and unmaps when done.
@@ -81,12 +84,14 @@
 //    into a slot that a live goroutine may reuse); live goroutines' inline closures are
 //    scanned on their own;
 //  * goroutine stack slots beyond their live part [sp, stack_hi) (below sp is dead), and the
-//    parts of thread stacks below each thread's stack pointer (read from
-//    /proc/self/task/<tid>/syscall for a thread blocked in the kernel, from the M's saved g0
-//    stack pointer for an M running a goroutine, from its own registers for the caller);
+//    parts of thread stacks below each thread's stack pointer (the captured rsp; for threads
+//    not signalled, /proc/self/task/<tid>/syscall while blocked in the kernel; the M's saved
+//    g0 stack pointer for the g0 stack of an M running a goroutine);
 //  * the timer heaps' arrays (runtime-internal, with stale timer pointers past their size) and
 //    the Ms' alternate signal stacks (stale signal frames);
-//  * mappings of 1 TiB or more (sanitizer shadow memory), [vvar]/[vdso]/[vsyscall], devices,
+//  * mappings of 1 TiB or more (64 GiB in sanitizer builds: their shadow memory), which are
+//    reserved address space (a program keeping its only pointer to a goroutine's stack in
+//    such a mapping defeats the verdict), [vvar]/[vdso]/[vsyscall], devices,
 //    pages neither resident nor swapped (pagemap; they hold no data).
 //
 // What cannot be judged (reported as "unknown", never as leaked)
@@ -108,12 +113,15 @@
 //  * Channel handles move only through Chan's constructors and assignment (no memcpy
 //    relocation), as chan.hpp requires.
 //  * No code uses goroutine-stack memory that the finder proves unreferenced through
-//    memory it skips: the skipped areas above are the runtime's own.
+//    memory it skips: the skipped areas above are the runtime's own, and threads named
+//    "goro-..." are the runtime's helpers.
 // Concurrency: the scan does not stop the world. A reference that moves from a not yet scanned
 // area into an already scanned one while the scan runs could be missed; the second run (and
 // the park-generation check) makes that practically impossible for a reference that moves
 // only once, but a program that keeps shuffling its only pointer to a goroutine's stack
-// between the heap and a register during both runs could still mislead it.
+// between the heap and a register during both runs could still mislead it. Vector registers
+// are not read: a pointer that exists, for that instant, only in an xmm register (a memcpy in
+// flight) is such a moving reference.
 //
 // Cost: proportional to the process's resident writable memory (read with process_vm_readv,
 // about a gigabyte per second) plus one goroutine dump when it reports groups with stacks.
@@ -163,17 +171,25 @@
 #include "sched/proc.hpp"
 #include "time/timer.hpp"
 
+#if defined(GORO_TSAN)
+// Exported by the TSan runtimes of GCC and Clang (not declared in their public headers).
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 namespace goro::internal {
 namespace {
 
 constexpr std::size_t kPage = 4096;
-constexpr std::uintptr_t kHugeMapping = std::uintptr_t{1} << 40;  // 1 TiB: sanitizer shadow
-constexpr std::size_t kCopyWindow = 512;                          // see "stack copies" above
+constexpr std::size_t kCopyWindow = 512;  // see "stack copies" above
 #if defined(GORO_ASAN) || defined(GORO_TSAN)
 constexpr bool kSanitized = true;
 #else
 constexpr bool kSanitized = false;
 #endif
+// Mappings this large are reserved address space, not data: sanitizer shadow memory (up to
+// terabytes, in pieces of hundreds of gigabytes under TSan) or reservations. Skipped.
+constexpr std::uintptr_t kHugeMapping = std::uintptr_t{1} << (kSanitized ? 36 : 40);
 
 // ---------------------------------------------------------------------------------------------
 // Our own memory: an arena of anonymous mappings, never the C++ heap (freed heap blocks would
@@ -406,18 +422,21 @@ bool blocks_sigurg(int tid) {
 
 }  // namespace
 
-// Sanitizer builds only (false otherwise): where the thread is blocked (the pc of
-// /proc/self/task/<tid>/syscall) symbolizes into the sanitizer runtime (TSan's background
-// thread, which blocks every signal). A thread seen running is looked at again a few times.
-bool sanitizer_runtime_thread(int tid) noexcept {
+// Sanitizer builds only (0 otherwise): the thread blocks SIGURG (sanitizer threads block every
+// signal) and where it is blocked (the pc of /proc/self/task/<tid>/syscall) symbolizes into the
+// sanitizer runtime (TSan's background thread). A thread seen running is looked at again a few
+// times, then reported as unknown (-1). A user thread that blocks signals and waits inside a
+// sanitizer interceptor at that moment looks the same: callers confirm a "yes" later.
+int sanitizer_runtime_thread(int tid) noexcept {
   if constexpr (!kSanitized) {
     (void)tid;
-    return false;
+    return 0;
   } else {
+    if (!blocks_sigurg(tid)) return 0;
     char path[64], text[256];
     std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
     for (int tries = 0; tries < 20; tries++) {
-      if (read_small_file(path, text, sizeof text) <= 0) return false;
+      if (read_small_file(path, text, sizeof text) <= 0) return -1;
       if (std::strncmp(text, "running", 7) == 0) {
         struct timespec ts {
           0, 1'000'000
@@ -426,15 +445,15 @@ bool sanitizer_runtime_thread(int tid) noexcept {
         continue;
       }
       const char* last = std::strrchr(text, ' ');
-      if (last == nullptr) return false;
+      if (last == nullptr) return -1;
       const auto pc = static_cast<std::uintptr_t>(std::strtoull(last + 1, nullptr, 16));
       const std::string where = symbolize_line(reinterpret_cast<const void*>(pc), false);
       for (const char* ns : {"__sanitizer::", "__tsan::", "__asan::", "__lsan::", "__ubsan::"}) {
-        if (where.find(ns) != std::string::npos) return true;
+        if (where.find(ns) != std::string::npos) return 1;
       }
-      return false;
+      return 0;
     }
-    return false;
+    return -1;
   }
 }
 
@@ -776,7 +795,15 @@ void Analysis::snapshot_goroutines() {
   for (;;) {
     list = static_cast<G**>(arena_.alloc(want * sizeof(G*), alignof(G*)));
     GList l{list, want, 0, 0};
+#if defined(GORO_TSAN)
+    // G records being reconstructed by gfget outside the G lock are read on purpose (the park
+    // generation decides later): TSan must not see that benign race.
+    __tsan_ignore_thread_begin();
+#endif
     for_each_g(collect_g, &l);
+#if defined(GORO_TSAN)
+    __tsan_ignore_thread_end();
+#endif
     if (l.seen <= l.cap) {
       n = l.n;
       break;
@@ -1100,7 +1127,7 @@ bool Analysis::scan() {
       if (read_small_file(path, comm, sizeof comm) > 0 && std::strncmp(comm, "goro-", 5) == 0) {
         continue;
       }
-      if (sanitizer_runtime_thread(t.tid)) continue;  // holds no pointer of the program's
+      if (sanitizer_runtime_thread(t.tid) == 1) continue;  // holds no pointer of the program's
       Captured c{};
       c.tid = t.tid;
       caps.push_back(c);
@@ -1505,8 +1532,12 @@ const char* const kNotJudged[] = {
     "plain threads: they are not goroutines (never listed; what they hold counts as live)",
 };
 
-goro::debug::LeakReport report(G* self, const UnwindRegs& regs,
-                               const goro::debug::LeakOptions& opts) {
+// Not inlined into find_leaks: the caller's stack is scanned from find_leaks's frame up, so
+// that frame must stay small (the captured registers and the caller's saved registers), not
+// hold this function's locals, whose slots keep stale values from earlier calls until used.
+__attribute__((noinline)) goro::debug::LeakReport report(G* self, const UnwindRegs& regs,
+                                                         const goro::debug::LeakOptions& opts) {
+  EnterRuntime enter;
   goro::debug::LeakReport r;
   bool tracked = false, scanned = false;
   std::size_t total = 0;
@@ -1620,10 +1651,11 @@ std::string LeakReport::str() const {
   return s;
 }
 
+// The caller's registers are captured first thing; its stack is scanned from here up (see
+// report()).
 __attribute__((noinline)) LeakReport find_leaks(const LeakOptions& options) {
   internal::UnwindRegs regs;
   internal::capture_regs(&regs);
-  internal::EnterRuntime enter;
   return internal::report(internal::getg(), regs, options);
 }
 

@@ -63,18 +63,24 @@ void chan_leak_visit(ChanVisitor& v);
 // installs its own. Async-signal-safe.
 extern std::atomic<bool> leak_capture_active;
 // In sanitizer builds, whether thread tid belongs to the sanitizer runtime (TSan's background
-// thread): judged by symbolizing where it is blocked (allocates; needs a normal-sized stack).
-// Always false in other builds.
-bool sanitizer_runtime_thread(int tid) noexcept;
+// thread): 1 yes, 0 no, -1 unknown (it kept running, or /proc could not be read), judged by
+// symbolizing where it is blocked (allocates; needs a normal-sized stack). Always 0 in other
+// builds.
+int sanitizer_runtime_thread(int tid) noexcept;
 void leak_capture_signal(void* ucontext) noexcept;
 bool sigurg_handler_is(const void* handler) noexcept;
 
 // ---------------------------------------------------------------------------------------------
 // Deadlock detection (deadlock.cpp).
 
-// park() on a plain thread: +1 just before the thread sleeps, -1 once it woke. Lets the detector
-// count the threads outside the runtime that wait on goro primitives.
-void deadlock_thread_parking(int delta) noexcept;
+// Plain threads waiting on goro primitives, for the detector: park() counts +1 before the
+// waiter can be found (and -1 if the park is cancelled), ready() -1 when it wakes one. So a
+// thread is counted exactly while it is parked and not yet readied: one that was woken but has
+// not run yet (a starved thread) no longer counts as blocked.
+void deadlock_thread_wait(int delta) noexcept;
+// park() on a plain thread, once the park is committed (no lock held): may start the runtime
+// and wakes sysmon if every P is idle.
+void deadlock_thread_parked() noexcept;
 
 // sysmon, with every P idle, before it sleeps: looks for a deadlock (starting the confirmation
 // thread when everything is parked). Returns how long sysmon may sleep before it should look

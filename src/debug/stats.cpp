@@ -32,7 +32,7 @@
 //    (stack_stats).
 //  * Scheduler counters: per P (PStats in proc.hpp, owner-only relaxed stores) summed here;
 //    preemption and hand-off counters from sysmon; poller wake-ups from netpoll_stats().
-//  * Latency histogram: 1 in 8 of each goroutine's runnable transitions is stamped
+//  * Latency histogram: 1 in 64 of each goroutine's runnable transitions is stamped
 //    (sched_track_runnable) and recorded by execute() in its P's buckets.
 //
 // Costs: see goro/stats.hpp. Symbolizing the few call sites a snapshot names is cached per

@@ -20,11 +20,14 @@
 //                goro::blocking (g->insyscall: its P is already handed off), inside the
 //                runtime or a NoPreempt (g->preempt_off: runtime code such as raw_log's
 //                write(2) may hold runtime locks; a NoPreempt asks to keep its thread);
-//       kGo      any other goroutine. One that holds a pthread mutex (g->oslocks) is pinned to
-//                its thread for the call (GoCall): it parks, its thread sleeps and hands the P
-//                on, and it resumes on the same thread, so it never migrates with the mutex
-//                held (glibc checks the owner of recursive mutexes at unlock) and no other
-//                goroutine can block that thread on the mutex meanwhile.
+//       kGo      any other goroutine. One that holds a pthread mutex (g->oslocks; std::mutex
+//                included) must not migrate (glibc checks the owner of recursive and
+//                error-checking mutexes at unlock) and must not let another goroutine run on its
+//                thread (one that locks the same mutex would block the thread for good): it is
+//                pinned to its thread for the call (GoCall: lock_os_thread's fields), so while
+//                it is parked its thread sleeps and hands its P to others (the scheduler's
+//                locked-goroutine path), and it resumes on that thread. One thread per such
+//                waiting goroutine.
 //  3. What the fd is (the fd table, below): unmanaged, candidate, adopted or poll-only.
 //  4. Then:
 //       unmanaged fd (regular files, ttys, inherited fds, ...), kPlain/kNoPark: libc's function,
@@ -67,6 +70,11 @@
 // very end. Inherited fds (stdin) and fds from unhooked calls (open, eventfd, ...) are never
 // managed: goroutines run their calls inside goro::blocking. epoll fds a goroutine waits on in
 // epoll_wait get a poll-only entry (their readiness is waited for; nothing else changes).
+// A close the hooks do not see (a raw syscall, close_range, fclose of an fdopen'ed socket;
+// sanitizer runtimes probe memory with pipe() and a raw close) leaves a stale entry. A hooked
+// call that creates an fd retires a stale entry of its number, and adoption checks with fstat
+// that the fd is a socket or FIFO (else it demotes the entry to unmanaged), so a reused number
+// is never mistaken for a socket; docs/io.md asks users to close managed fds with close().
 //
 // Close (netpoll.hpp step 3; Go's fdMutex close)
 // ----------------------------------------------
@@ -129,14 +137,17 @@
 //
 // poll, select, epoll_wait from a goroutine
 // -----------------------------------------
-// A zero-timeout call first. If nothing is ready: poll/ppoll/select/pselect build a private
-// epoll set (epoll_create1 + one EPOLL_CTL_ADD per fd, level-triggered, the poll bits map
-// 1:1 onto epoll's) and wait for that epoll fd to become readable through the poller
-// (poll_open on it: nested epoll), then repeat the zero-timeout call, until it reports
-// something or the deadline passes; select writes the remaining time back, as Linux does. Cost:
-// 4 + n syscalls per call that has to wait, no thread. If the set cannot be built (EPERM,
-// ENOSPC) the real call runs inside goro::blocking (one thread for its duration). epoll_wait
-// waits for the user's epoll fd itself (poll-only entry, registered once, serialized by rmu).
+// A zero-timeout call first. If nothing is ready and the call names one managed fd in one
+// direction (the usual "wait until this socket is readable"), it waits on that fd's own
+// PollDesc, as a read would (wait_one: no syscall beyond the zero-timeout calls). Otherwise
+// poll/ppoll/select/pselect build a private epoll set (epoll_create1 + one EPOLL_CTL_ADD per
+// fd, level-triggered; the poll bits map 1:1 onto epoll's) and wait for that epoll fd to become
+// readable through the poller (poll_open on it: nested epoll); either way they then repeat the
+// zero-timeout call, until it reports something or the deadline passes. select writes the
+// remaining time back, as Linux does. Cost of the private set: 4 + n syscalls per call that has
+// to wait, no thread. If it cannot be built (EPERM, ENOSPC) the real call runs inside
+// goro::blocking (one thread for its duration). epoll_wait waits for the user's epoll fd itself
+// (a poll-only entry, registered once, waiters serialized by rmu).
 //
 // Lock order: rmu / wmu (goro::Mutex) ▸ an entry's mu ▸ a PollDesc's lock ▸ timer heap ▸
 // sched.lock. mu is never held across a park (nor is any runtime Lock).
@@ -161,6 +172,7 @@
 #include <sys/mman.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -332,11 +344,8 @@ class NoAsync {
 };
 
 // A goroutine-path call: its errno context and, for a goroutine that holds a pthread mutex
-// (G::oslocks, counted by pthread_hooks.cpp; std::mutex included), a pin to its thread for the
-// call (lock_os_thread's fields): while it is parked its thread sleeps and its P serves other
-// goroutines, and it resumes on the same thread, so the mutex is unlocked by its owner (glibc
-// checks the owner of recursive and error-checking mutexes) and no other goroutine can block
-// that thread on the mutex meanwhile.
+// (G::oslocks, counted by pthread_hooks.cpp), a pin to its thread for the call
+// (lock_os_thread's fields; see Ctx::kGo).
 class GoCall : public ErrnoCtx {
  public:
   GoCall() noexcept : ErrnoCtx{}, g_(getg()) {
@@ -412,7 +421,7 @@ enum class Ctx : std::uint8_t { kPlain, kNoPark, kGo };
 inline Ctx ctx_of(G* g) {
   if (g == nullptr) return getm() == nullptr ? Ctx::kPlain : Ctx::kNoPark;
   if (g->insyscall || g->preempt_off.load(std::memory_order_relaxed) != 0) return Ctx::kNoPark;
-  return Ctx::kGo;
+  return Ctx::kGo;  // pinned to its thread by GoCall if it holds a pthread mutex
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -567,13 +576,21 @@ std::int64_t sock_timeo(int fd, int opt) {
   return timeval_ns(tv);
 }
 
-// Switches a candidate to O_NONBLOCK (kGo only). False if the kernel refused.
+// Switches a candidate to O_NONBLOCK (kGo only). False if the kernel refused, or if the fd is
+// not a socket or pipe: then the entry was left behind by a close the hooks did not see (a
+// sanitizer's pipe closed by a raw syscall, fclose of an fdopen'ed socket) and the number now
+// names something else; the entry is demoted (kind none: unmanaged) and the call forwarded.
 bool adopt(FdEntry* e, int fd) {
   NoAsync na;
   LockGuard hold(e->mu);
   std::uint8_t k = e->kind.load(std::memory_order_relaxed);
   if (k == kKindAdopted) return true;
   if (k != kKindCandidate) return false;
+  struct stat st {};
+  if (sys(SYS_fstat, fd, &st) != 0 || !(S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode))) {
+    e->kind.store(kKindNone, std::memory_order_release);
+    return false;
+  }
   int one = 1;
   if (sys(SYS_ioctl, fd, FIONBIO, &one) != 0) return false;
   e->rcvtimeo.store(sock_timeo(fd, SO_RCVTIMEO), std::memory_order_relaxed);
@@ -1027,6 +1044,33 @@ void sleep_until_deadline(std::int64_t deadline) {
   goro::sleep_until(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(deadline)));
 }
 
+// One managed fd waited for in one direction (the common poll/select of a single socket):
+// on its own PollDesc, serialized with its other waiters, no private epoll set. recheck() is
+// the zero-timeout call (its result, or -errno). False if this fast path does not apply.
+template <class Recheck>
+bool wait_one(int fd, int mode, std::int64_t deadline, Recheck&& recheck, long* out) {
+  FdEntry* e = io_entry(fd);
+  if (e == nullptr || incref(e) != 1) return false;
+  RefGuard ref(e);
+  Io io(e, fd, mode, Ctx::kGo, false, deadline);
+  for (;;) {
+    int w = io.wait();  // the first call only takes the direction's lock
+    long r = recheck();
+    if (r != 0 || w != 0) {  // ready (or an error), the deadline, or closed meanwhile
+      *out = r;
+      return true;
+    }
+  }
+}
+
+// The direction a poll event mask waits for, if exactly one (else 0).
+int poll_mode(short events) {
+  bool rd = (events & (POLLIN | POLLRDNORM | POLLRDHUP)) != 0;
+  bool wr = (events & (POLLOUT | POLLWRNORM)) != 0;
+  if ((events & (POLLPRI | POLLRDBAND | POLLWRBAND | POLLMSG)) != 0 || rd == wr) return 0;
+  return rd ? kPollRead : kPollWrite;
+}
+
 // poll from a goroutine; timeout_ns: kForever, or >= 0. *fallback: use the real call.
 long poll_go(pollfd* fds, nfds_t n, std::int64_t timeout_ns, std::int64_t deadline,
              bool* fallback) {
@@ -1035,6 +1079,15 @@ long poll_go(pollfd* fds, nfds_t n, std::int64_t timeout_ns, std::int64_t deadli
   if (n == 0) {
     sleep_until_deadline(deadline);
     return 0;
+  }
+  if (n == 1 && fds[0].fd >= 0) {
+    if (int mode = poll_mode(fds[0].events); mode != 0) {
+      long out = 0;
+      if (wait_one(
+              fds[0].fd, mode, deadline, [&] { return sys(SYS_poll, fds, 1, 0); }, &out)) {
+        return out;
+      }
+    }
   }
   MultiWait w;
   if (!w.init()) {
@@ -1101,6 +1154,31 @@ long select_go(int nfds, fd_set* rs, fd_set* ws, fd_set* es, std::int64_t timeou
   timeval zero{0, 0};
   long r = sys(SYS_select, nfds, rs, ws, es, &zero);
   if (r != 0 || timeout_ns == 0) return r;
+  // One fd in one set (select_read/select_write helpers): wait on its own PollDesc.
+  int only = -1;
+  int only_mode = 0;
+  int count = 0;
+  for (int k = 0; k < 3 && count < 2; k++) {
+    if (sets[k] == nullptr) continue;
+    for (std::size_t wd = 0; wd < words && count < 2; wd++) {
+      std::uint64_t bits = copy[k * words + wd];
+      while (bits != 0 && count < 2) {
+        only = static_cast<int>(wd * 64) + __builtin_ctzll(bits);
+        only_mode = k == 0 ? kPollRead : k == 1 ? kPollWrite : 0;
+        bits &= bits - 1;
+        count++;
+      }
+    }
+  }
+  if (count == 1 && only_mode != 0 && only < nfds) {
+    long out = 0;
+    auto recheck = [&] {
+      restore();
+      return sys(SYS_select, nfds, rs, ws, es, &zero);
+    };
+    if (wait_one(only, only_mode, deadline, recheck, &out)) return out;
+    restore();
+  }
   MultiWait w;
   if (!w.init()) {
     restore();
@@ -1242,6 +1320,7 @@ bool hook_enabled() noexcept {
 }
 
 HookFdKind hook_fd_kind(int fd) noexcept {
+  if (!hooks_on()) return HookFdKind::kUnmanaged;
   FdEntry* e = slot(fd);
   if (e == nullptr || (e->state.load(std::memory_order_acquire) & kLive) == 0) {
     return HookFdKind::kUnmanaged;
@@ -1337,7 +1416,8 @@ goro_hook_errno_fixup:
 
 namespace {
 
-__attribute__((constructor)) void io_hooks_init() {
+// Priority 101: before the program's own constructors (which may already do I/O).
+__attribute__((constructor(101))) void io_hooks_init() {
   if (const char* v = std::getenv("GORO_HOOK"); v != nullptr && std::strcmp(v, "0") == 0) {
     hooks_active.store(false, std::memory_order_relaxed);
   }
@@ -1673,8 +1753,7 @@ int hooked_dup2(int oldfd, int newfd, int flags, bool three) {
     errno = EBADF;
     return -1;
   }
-  G* g = getg();
-  Ctx ctx = ctx_of(g);
+  Ctx ctx = ctx_of(getg());
   std::optional<GoCall> c;
   if (ctx == Ctx::kGo) c.emplace();
   CloseStart st;
@@ -1714,10 +1793,14 @@ int dispatch_sleep(Fn fwd, std::int64_t ns) {
 
 extern "C" {
 
-// Referenced by the goro target's link options so that a static link always pulls this in.
-__attribute__((visibility("hidden"))) extern const int goro_io_hooks_anchor = 1;
+// Named by the goro target's link options (--undefined) so that a static link always pulls this
+// object in; visible, so that the same option resolves against a shared libgoro too.
+__attribute__((visibility("default"))) extern const int goro_io_hooks_anchor = 1;
 
 #define GORO_HOOK_API __attribute__((visibility("default")))
+// The resolver hooks are weak: in a dynamic link they interpose like the others, and in a static
+// one libc.a's definitions (pulled in by freeaddrinfo and friends) win instead of clashing.
+#define GORO_HOOK_WEAK_API __attribute__((visibility("default"), weak))
 
 GORO_HOOK_API ssize_t read(int fd, void* buf, size_t n) {
   return fd_call(
@@ -1996,9 +2079,8 @@ GORO_HOOK_API int epoll_wait(int epfd, epoll_event* events, int max, int timeout
 
 GORO_HOOK_API int epoll_pwait(int epfd, epoll_event* events, int max, int timeout,
                               const sigset_t* mask) {
-  if (!hooks_on() || ctx_of(getg()) != Ctx::kGo) {
+  if (!hooks_on() || ctx_of(getg()) != Ctx::kGo)
     return fwd_epoll_pwait(epfd, events, max, timeout, mask);
-  }
   return epoll_wait(epfd, events, max, timeout);
 }
 
@@ -2190,8 +2272,8 @@ GORO_HOOK_API int setsockopt(int fd, int level, int opt, const void* val, sockle
   return r;
 }
 
-GORO_HOOK_API int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
-                              addrinfo** res) {
+GORO_HOOK_WEAK_API int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                                   addrinfo** res) {
   GetaddrinfoFn f = test_getaddrinfo.load(std::memory_order_relaxed);
   if (f == nullptr) f = resolver(reals.getaddrinfo, "getaddrinfo");
   if (f == nullptr) {
@@ -2201,8 +2283,8 @@ GORO_HOOK_API int getaddrinfo(const char* node, const char* service, const addri
   return resolve_call([&] { return f(node, service, hints, res); });
 }
 
-GORO_HOOK_API int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostlen,
-                              char* serv, socklen_t servlen, int flags) {
+GORO_HOOK_WEAK_API int getnameinfo(const sockaddr* sa, socklen_t salen, char* host,
+                                   socklen_t hostlen, char* serv, socklen_t servlen, int flags) {
   auto f = resolver(reals.getnameinfo, "getnameinfo");
   if (f == nullptr) {
     errno = ENOSYS;
@@ -2211,7 +2293,7 @@ GORO_HOOK_API int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, s
   return resolve_call([&] { return f(sa, salen, host, hostlen, serv, servlen, flags); });
 }
 
-GORO_HOOK_API hostent* gethostbyname(const char* name) {
+GORO_HOOK_WEAK_API hostent* gethostbyname(const char* name) {
   auto f = resolver(reals.gethostbyname, "gethostbyname");
   if (f == nullptr) {
     h_errno = NO_RECOVERY;
@@ -2220,7 +2302,7 @@ GORO_HOOK_API hostent* gethostbyname(const char* name) {
   return resolve_call([&] { return f(name); });
 }
 
-GORO_HOOK_API hostent* gethostbyname2(const char* name, int af) {
+GORO_HOOK_WEAK_API hostent* gethostbyname2(const char* name, int af) {
   auto f = resolver(reals.gethostbyname2, "gethostbyname2");
   if (f == nullptr) {
     h_errno = NO_RECOVERY;
@@ -2229,7 +2311,7 @@ GORO_HOOK_API hostent* gethostbyname2(const char* name, int af) {
   return resolve_call([&] { return f(name, af); });
 }
 
-GORO_HOOK_API hostent* gethostbyaddr(const void* addr, socklen_t len, int type) {
+GORO_HOOK_WEAK_API hostent* gethostbyaddr(const void* addr, socklen_t len, int type) {
   auto f = resolver(reals.gethostbyaddr, "gethostbyaddr");
   if (f == nullptr) {
     h_errno = NO_RECOVERY;
@@ -2238,22 +2320,22 @@ GORO_HOOK_API hostent* gethostbyaddr(const void* addr, socklen_t len, int type) 
   return resolve_call([&] { return f(addr, len, type); });
 }
 
-GORO_HOOK_API int gethostbyname_r(const char* name, hostent* ret, char* buf, size_t len,
-                                  hostent** result, int* herr) {
+GORO_HOOK_WEAK_API int gethostbyname_r(const char* name, hostent* ret, char* buf, size_t len,
+                                       hostent** result, int* herr) {
   auto f = resolver(reals.gethostbyname_r, "gethostbyname_r");
   if (f == nullptr) return ENOSYS;
   return resolve_call([&] { return f(name, ret, buf, len, result, herr); });
 }
 
-GORO_HOOK_API int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf, size_t len,
-                                   hostent** result, int* herr) {
+GORO_HOOK_WEAK_API int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf,
+                                        size_t len, hostent** result, int* herr) {
   auto f = resolver(reals.gethostbyname2_r, "gethostbyname2_r");
   if (f == nullptr) return ENOSYS;
   return resolve_call([&] { return f(name, af, ret, buf, len, result, herr); });
 }
 
-GORO_HOOK_API int gethostbyaddr_r(const void* addr, socklen_t alen, int type, hostent* ret,
-                                  char* buf, size_t len, hostent** result, int* herr) {
+GORO_HOOK_WEAK_API int gethostbyaddr_r(const void* addr, socklen_t alen, int type, hostent* ret,
+                                       char* buf, size_t len, hostent** result, int* herr) {
   auto f = resolver(reals.gethostbyaddr_r, "gethostbyaddr_r");
   if (f == nullptr) return ENOSYS;
   return resolve_call([&] { return f(addr, alen, type, ret, buf, len, result, herr); });

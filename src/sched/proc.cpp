@@ -150,7 +150,11 @@ GORO_OPAQUE M* getm() noexcept {
   return m;
 }
 
-GORO_OPAQUE G* getg() noexcept {
+// getg reads tls_m and then m->curg: two loads, so an asynchronous preemption between them
+// would let the goroutine resume on another M and return that M's old curg - a different
+// goroutine (whose preempt_off EnterRuntime would then raise). The handler never diverts a pc
+// inside this section (sysmon.cpp pc_preemptible).
+__attribute__((section("goro_nopreempt"))) GORO_OPAQUE G* getg() noexcept {
   M* m = tls_m;
   asm volatile("" : "+r"(m));
   return m != nullptr ? m->curg.load(std::memory_order_relaxed) : nullptr;
@@ -1610,21 +1614,25 @@ void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
   G* tg = thread_g();
   tg->waitreason = reason;
   tg->status.store(kGWaiting, std::memory_order_release);
+  // Counted as a thread waiting on goro (deadlock.cpp) before a waker can find it; ready()
+  // uncounts it, so a woken thread that has not run yet is not counted as blocked.
+  deadlock_thread_wait(+1);
   if (unlockf != nullptr && !unlockf(tg, arg)) {
+    deadlock_thread_wait(-1);
     tg->status.store(kGRunning, std::memory_order_relaxed);
     return;
   }
-  deadlock_thread_parking(+1);  // counted as a thread waiting on goro (deadlock.cpp)
+  deadlock_thread_parked();
   while (tg->status.load(std::memory_order_acquire) == kGWaiting) {
     futex_wait(&tg->status, kGWaiting);
   }
-  deadlock_thread_parking(-1);
   tg->status.store(kGRunning, std::memory_order_relaxed);
   tg->waitreason = WaitReason::kNone;
 }
 
 void ready(G* gp) noexcept {
   if (gp->stack_kind == kStackThread) {
+    deadlock_thread_wait(-1);  // see park()
     gp->status.store(kGRunnable, std::memory_order_release);
     futex_wake(&gp->status, 1);
     return;
@@ -1866,7 +1874,7 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
                         std::memory_order_relaxed);
   pstat_add(lc->created);
   std::uint64_t id = gp->goid;
-  gp->trackseq = static_cast<std::uint8_t>(id);  // 1 in 8 sampled at creation (see G)
+  gp->trackseq = static_cast<std::uint8_t>(id);  // 1 in 64 sampled at creation (see G)
   sched_track_runnable(gp);
   gp->status.store(kGRunnable, std::memory_order_release);
   M* m = getm();
@@ -1887,6 +1895,9 @@ void for_each_g_chunk(void (*fn)(const void* lo, std::size_t bytes, void* arg),
 }
 
 void for_each_g(void (*fn)(G*, void*), void* arg) noexcept {
+  // No preemption while holding glock: a holder preempted by signal would leave every M that
+  // then needs glock (go()) blocked with its P, and could never run again to release it.
+  EnterRuntime enter;
   LockGuard hold(glock);
   if (gchunks == nullptr) return;
   for (G* chunk : *gchunks) {
