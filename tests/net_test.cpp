@@ -710,10 +710,6 @@ INSTANTIATE_TEST_SUITE_P(Procs, NetTest,
 // EMFILE unchanged and that the pending connection is accepted once an fd is free. Exits 0
 // on success, else with a code naming the failed step.
 [[noreturn]] void emfile_child(bool from_goroutine) {
-  // KNOWN BUG (observability issue note): with the fd table exhausted, the deadlock detector
-  // has reported "all goroutines are asleep" in this child although the goroutine is running.
-  // Until that is understood, this child turns the detector off.
-  goro::debug::set_deadlock_mode(goro::debug::DeadlockMode::kOff);
   auto body = [] {
     net::Listener ln = net::listen("tcp", "127.0.0.1:0");
     net::Conn client = net::dial("tcp", ln.addr());  // pending in the backlog

@@ -210,7 +210,8 @@ GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 // confirms over 50 ms that nothing moved. A thread that is not blocked in a goro primitive
 // (running, sleeping, in std::thread::join, in a std::mutex) could still wake a goroutine, so
 // then there is no verdict: kReport prints a warning once instead.
-// Environment: GORO_DEADLOCK=1 or fatal (kFatal), report (kReport), 0 (off); default kOff.
+// Environment: GORO_DEADLOCK=1 or fatal (kFatal), report (kReport), 0 or off (kOff); default
+// kFatal.
 // Limits: not judged while a goroutine locked to its thread (lock_os_thread) is parked, or with
 // GORO_SYSMON=0 (no monitor thread), or while helper threads it does not know run (the debug
 // endpoint's and GORO_SCHEDTRACE's threads count as outside threads). It keeps one descriptor
@@ -218,8 +219,8 @@ GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 
 /// What the deadlock detector does.
 enum class DeadlockMode {
-  kOff,     ///< never looks (the default; GORO_DEADLOCK=1 or fatal selects kFatal)
-  kFatal,   ///< a certain deadlock is fatal
+  kOff,     ///< never looks (GORO_DEADLOCK=0)
+  kFatal,   ///< a certain deadlock is fatal (the default)
   kReport,  ///< as kFatal, and also warns once when all goroutines are asleep but threads
             ///< outside the runtime could still wake them
 };

@@ -6,21 +6,47 @@
 // A channel is a lock, an optional ring buffer of `cap` elements, a closed flag and two wait
 // queues of Sudogs (a waiting goroutine or thread plus where its value is: the value to send,
 // or the storage to receive into). Invariants, under the lock:
-//   * at least one of sendq and recvq is empty;
-//   * recvq non-empty implies the buffer is empty; sendq non-empty implies it is full
-//     (unbuffered channels: always both);
-//   * a closed channel has an empty sendq and recvq.
+//   * a closed channel has an empty sendq and recvq;
+//   * unbuffered: at least one of sendq and recvq is empty.
 //
-// Send (receive is symmetric):
+// Unbuffered send (receive is symmetric):
 //  1. Lock. Closed: unlock, throw ChanClosed.
 //  2. A receiver is waiting: move the value straight into its storage, mark it successful,
-//     unlock, ready it (the direct hand-off: no buffer, the receiver's copy is done).
-//  3. Buffer room: move the value into the ring, unlock.
-//  4. Else queue a Sudog on sendq and park; the lock is released by park after the goroutine
+//     unlock, ready it (the direct hand-off: the receiver's copy is done).
+//  3. Else queue a Sudog on sendq and park; the lock is released by park after the goroutine
 //     is switched out. Woken with success: the receiver took the value. Woken without: the
 //     channel was closed: throw ChanClosed.
-// A receiver that finds a waiting sender on a full buffered channel takes the head of the ring
-// and moves the sender's value into the freed tail slot, so per-sender FIFO order holds.
+//
+// Buffered channels
+// -----------------
+// The buffer is a lock-free bounded queue (Vyukov's, in crossbeam's ArrayQueue form): each
+// slot has a stamp; `tail` and `head` are positions (lap | index, one_lap the power of two
+// above cap), each CASed by its own side on its own cache line. A sender claims the slot at
+// tail when its stamp equals the position, writes the value, then sets the stamp to pos + 1;
+// a receiver claims the slot at head when its stamp is pos + 1, moves the value out, then sets
+// it to pos + one_lap (free for the next lap). While one side is between claim and stamp
+// (a few instructions, never preempted: EnterRuntime), the other side spins on that slot.
+// So a send or receive that finds room or a value takes no lock and makes no system call.
+//
+// The lock and the wait queues serve the waiters:
+//  * head's kWaitBit is set while recvq may be non-empty, tail's while sendq may be; with it
+//    set the lock-free path of that side is closed (its CAS, which compares the whole word,
+//    fails), so a lock holder that sees a value (free slot) can hand it to a queued receiver
+//    (sender) knowing nobody else takes it. `waiting` mirrors the two bits on a quiet line.
+//  * A receiver about to wait (blocking recv, select) sets the bit and `waiting` (seq_cst)
+//    under the lock, then looks at the ring once more. A lock-free sender, after its push,
+//    reads `waiting` (seq_cst). One of the two sees the other: the receiver finds the value,
+//    or the sender takes the lock and hands ring values to queued receivers (balance). The
+//    same between a sender about to wait on a full ring and a lock-free receiver's pop.
+//  * balance (under the lock) moves queued senders' values into free slots and ring values
+//    to queued receivers, oldest first, so per-sender FIFO holds; sync_wait_bits clears a bit
+//    when its queue is empty.
+//  * close sets tail's kClosedBit under the lock: no push succeeds after it (a push in flight
+//    completes), buffered values go to queued receivers, then the rest are woken. A receive
+//    that finds the ring empty with kClosedBit set reports closed.
+// Select polls its buffered cases lock-free first (as far as the first unbuffered case in its
+// random order), then under its locks; before queueing it announces itself on its buffered
+// channels and polls once more.
 //
 // Select (select_impl):
 //  1. Shuffle the cases (uniform random poll order) and lock every distinct channel in address
@@ -59,9 +85,9 @@
 // LeakTrack.HandleCopyCost).
 //
 // Threads: any thread may run any operation; waiters are goroutines or plain threads through
-// park/ready. Lock order: tracked_lock ▸ channel locks (by address) ▸ a timer heap's lock
-// (select arms its timer before unlocking) ▸ sched.lock (ready); reg_lock is a leaf. Timer
-// callbacks run with no timer lock held.
+// park/ready. The ring's operations are lock-free; the rest runs under the lock. Lock order:
+// tracked_lock ▸ channel locks (by address) ▸ a timer heap's lock (select arms its timer before
+// unlocking) ▸ sched.lock (ready); reg_lock is a leaf. Timer callbacks run with no timer lock held.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -233,14 +259,27 @@ struct ChanCore {
   Lock lock;
   const ElemOps* ops;
   std::size_t cap;
-  std::size_t elemsize;  // size rounded up to its alignment
-  std::size_t count = 0;
-  std::size_t sendx = 0, recvx = 0;
-  bool closed = false;
+  std::size_t slotsize = 0;   // buffered: stamp + element, rounded up to their alignment
+  std::size_t elemoff = 0;    // buffered: the element's offset in its slot
+  std::uint64_t one_lap = 0;  // buffered: the smallest power of two > cap (see "The ring")
+  bool closed = false;        // under lock (buffered: tail's kClosedBit says it lock-free)
   WaitQ recvq, sendq;
   unsigned char* buf = nullptr;
+  // The ring's positions (buffered channels), each on its own cache line: senders write tail,
+  // receivers head. Bits: kClosedBit (tail), kWaitBit (head: recvq may be non-empty; tail:
+  // sendq may be non-empty); the rest is the position (lap | index).
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  alignas(64) std::atomic<std::uint64_t> head{0};
+  // kRecvWaiting / kSendWaiting, set and cleared together with head's / tail's kWaitBit, on a
+  // line of its own that rarely changes: the fast paths read it after every operation, which
+  // must not pull the other side's position line into their cache.
+  alignas(64) std::atomic<std::uint32_t> waiting{0};
+  char pad_[64 - sizeof(std::atomic<std::uint32_t>)];
 
-  void* slot(std::size_t i) { return buf + i * elemsize; }
+  std::atomic<std::uint64_t>* stamp(std::uint64_t index) {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(buf + index * slotsize);
+  }
+  void* elem(std::uint64_t index) { return buf + index * slotsize + elemoff; }
 };
 
 namespace {
@@ -262,51 +301,250 @@ bool unlock_chan(G*, void* arg) {
   fatal("chan: a goroutine blocked forever was woken");
 }
 
-// Under c->lock, a waiting sender s present: receive into dst.
+// Under c->lock, unbuffered channel, a waiting sender s present: receive into dst.
 void recv_from_sender(ChanCore* c, Sudog* s, void* dst) {
-  if (c->cap == 0) {
-    if (dst != nullptr) c->ops->move(dst, s->elem);
-  } else {
-    // Full buffer: take the head, put the sender's value at the tail (same slot).
-    void* head = c->slot(c->recvx);
-    if (dst != nullptr) c->ops->move(dst, head);
-    c->ops->destroy(head);
-    c->ops->move(head, s->elem);
-    if (++c->recvx == c->cap) c->recvx = 0;
-    c->sendx = c->recvx;
-  }
+  if (dst != nullptr) c->ops->move(dst, s->elem);
   mark_done(s, true);
 }
 
-// Under c->lock, count > 0: take the head of the buffer into dst.
-void recv_from_buffer(ChanCore* c, void* dst) {
-  void* head = c->slot(c->recvx);
-  c->ops->move(dst, head);
-  c->ops->destroy(head);
-  if (++c->recvx == c->cap) c->recvx = 0;
-  c->count--;
+// ---- The ring (buffered channels; see "Buffered channels" above) ----
+
+constexpr std::uint64_t kClosedBit = 1ull << 63;
+constexpr std::uint64_t kWaitBit = 1ull << 62;
+constexpr std::uint64_t kPosMask = kWaitBit - 1;
+
+enum class Ring { kOk, kNo, kClosed };  // kNo: full (push), empty (pop), or must lock (fast)
+
+// Waits out the other side's operation in flight (a slot claimed, its stamp not yet
+// written): a few instructions, unless the OS preempted that thread in between.
+void ring_spin(int& spins) {
+  if (++spins < 64) {
+    cpu_relax();
+  } else {
+    sched_yield();
+  }
 }
 
-void send_to_buffer(ChanCore* c, void* src) {
-  c->ops->move(c->slot(c->sendx), src);
-  if (++c->sendx == c->cap) c->sendx = 0;
-  c->count++;
+std::uint64_t ring_next(const ChanCore* c, std::uint64_t pos) {
+  const std::uint64_t index = pos & (c->one_lap - 1);
+  return index + 1 < c->cap ? pos + 1 : (pos & ~(c->one_lap - 1)) + c->one_lap;
+}
+
+// Moves *src into the ring. locked: the caller holds c->lock (it may push while senders
+// wait, and keeps the flag bits); else kNo also when senders wait (kWaitBit: queue behind
+// them, under the lock).
+Ring ring_push(ChanCore* c, void* src, bool locked) {
+  std::uint64_t t = c->tail.load(std::memory_order_relaxed);
+  for (int spins = 0;;) {
+    if ((t & kClosedBit) != 0) return Ring::kClosed;
+    if (!locked && (t & kWaitBit) != 0) return Ring::kNo;
+    const std::uint64_t pos = t & kPosMask;
+    const std::uint64_t index = pos & (c->one_lap - 1);
+    std::atomic<std::uint64_t>* stamp = c->stamp(index);
+    const std::uint64_t st = stamp->load(std::memory_order_acquire);
+    if (st == pos) {
+      if (c->tail.compare_exchange_weak(t, ring_next(c, pos) | (t & ~kPosMask),
+                                        std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        c->ops->move(c->elem(index), src);
+        stamp->store(pos + 1, std::memory_order_release);
+        return Ring::kOk;
+      }
+      continue;  // t reloaded by the failed CAS
+    }
+    if (st + c->one_lap == pos + 1) {
+      // The slot holds last lap's value: full, or a receiver is taking it right now.
+      // seq_cst: ordered after a sender's announce_sender (see "Buffered channels").
+      if ((c->head.load(std::memory_order_seq_cst) & kPosMask) + c->one_lap == pos) {
+        return Ring::kNo;
+      }
+    }
+    ring_spin(spins);
+    t = c->tail.load(std::memory_order_relaxed);
+  }
+}
+
+// Moves the ring's head into dst (destroys it if dst is null). locked: as ring_push, for
+// receivers (kWaitBit in head: receivers wait; the fast path must lock).
+Ring ring_pop(ChanCore* c, void* dst, bool locked) {
+  std::uint64_t h = c->head.load(std::memory_order_relaxed);
+  for (int spins = 0;;) {
+    if (!locked && (h & kWaitBit) != 0) return Ring::kNo;
+    const std::uint64_t pos = h & kPosMask;
+    const std::uint64_t index = pos & (c->one_lap - 1);
+    std::atomic<std::uint64_t>* stamp = c->stamp(index);
+    const std::uint64_t st = stamp->load(std::memory_order_acquire);
+    if (st == pos + 1) {
+      if (c->head.compare_exchange_weak(h, ring_next(c, pos) | (h & ~kPosMask),
+                                        std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        void* e = c->elem(index);
+        if (dst != nullptr) c->ops->move(dst, e);
+        c->ops->destroy(e);
+        stamp->store(pos + c->one_lap, std::memory_order_release);
+        return Ring::kOk;
+      }
+      continue;
+    }
+    if (st == pos) {
+      // Empty, or a sender is filling this slot right now.
+      const std::uint64_t t = c->tail.load(std::memory_order_seq_cst);  // as in ring_push
+      if ((t & kPosMask) == pos) return (t & kClosedBit) != 0 ? Ring::kClosed : Ring::kNo;
+    }
+    ring_spin(spins);
+    h = c->head.load(std::memory_order_relaxed);
+  }
+}
+
+// Positions as element counts, for len() and the locked fullness checks.
+std::uint64_t ring_linear(const ChanCore* c, std::uint64_t pos) {
+  pos &= kPosMask;
+  return (pos / c->one_lap) * c->cap + (pos & (c->one_lap - 1));
+}
+
+bool ring_empty(ChanCore* c) {
+  return (c->tail.load(std::memory_order_seq_cst) & kPosMask) ==
+         (c->head.load(std::memory_order_seq_cst) & kPosMask);
+}
+
+bool ring_full(ChanCore* c) {
+  return (c->head.load(std::memory_order_seq_cst) & kPosMask) + c->one_lap ==
+         (c->tail.load(std::memory_order_seq_cst) & kPosMask);
+}
+
+constexpr std::uint32_t kRecvWaiting = 1;
+constexpr std::uint32_t kSendWaiting = 2;
+
+// Under c->lock: a receiver (or select) about to look at the ring one last time before it
+// queues: from here no lock-free receive, and a lock-free send looks at `waiting` after its
+// push (so one of the two sees the other).
+void announce_receiver(ChanCore* c) {
+  if ((c->head.load(std::memory_order_relaxed) & kWaitBit) == 0) {
+    c->head.fetch_or(kWaitBit, std::memory_order_seq_cst);
+  }
+  c->waiting.fetch_or(kRecvWaiting, std::memory_order_seq_cst);
+}
+
+// The same for a sender.
+void announce_sender(ChanCore* c) {
+  if ((c->tail.load(std::memory_order_relaxed) & kWaitBit) == 0) {
+    c->tail.fetch_or(kWaitBit, std::memory_order_seq_cst);
+  }
+  c->waiting.fetch_or(kSendWaiting, std::memory_order_seq_cst);
+}
+
+// Under c->lock: clears the wait bits of an empty queue (set again by the next waiter).
+void sync_wait_bits(ChanCore* c) {
+  const std::uint32_t w = c->waiting.load(std::memory_order_relaxed);
+  if (c->recvq.empty() && (w & kRecvWaiting) != 0) {
+    c->head.fetch_and(~kWaitBit, std::memory_order_seq_cst);
+    c->waiting.fetch_and(~kRecvWaiting, std::memory_order_seq_cst);
+  }
+  if (c->sendq.empty() && (w & kSendWaiting) != 0) {
+    c->tail.fetch_and(~kWaitBit, std::memory_order_seq_cst);
+    c->waiting.fetch_and(~kSendWaiting, std::memory_order_seq_cst);
+  }
+}
+
+// Under c->lock: hands ring values to waiting receivers, oldest first, while both exist. With
+// head's kWaitBit set (recvq non-empty) only lock holders pop, so a value seen is ours.
+void feed_receivers(ChanCore* c) {
+  while (!c->recvq.empty() && !ring_empty(c)) {
+    Sudog* r = c->recvq.dequeue();
+    if (r == nullptr) break;
+    Ring got = ring_pop(c, r->elem, true);
+    if (got != Ring::kOk) fatal("chan: a buffered value vanished under the channel lock");
+    mark_done(r, true);
+    ready(r->g);
+  }
+}
+
+// Under c->lock: moves waiting senders' values into the ring's free slots, oldest first.
+// With tail's kWaitBit set (sendq non-empty) only lock holders push.
+void refill_from_senders(ChanCore* c) {
+  while (!c->closed && !c->sendq.empty() && !ring_full(c)) {
+    Sudog* s = c->sendq.dequeue();
+    if (s == nullptr) break;
+    if (ring_push(c, s->elem, true) != Ring::kOk) {
+      fatal("chan: a free buffer slot vanished under the channel lock");
+    }
+    mark_done(s, true);
+    ready(s->g);
+  }
+}
+
+// Under c->lock: moves waiting senders' values into free slots and ring values to waiting
+// receivers until neither can proceed. Leaves the wait bits alone (see sync_wait_bits).
+void balance(ChanCore* c) {
+  for (;;) {
+    const bool sent = !c->closed && !c->sendq.empty() && !ring_full(c);
+    if (sent) refill_from_senders(c);
+    const bool fed = !c->recvq.empty() && !ring_empty(c);
+    if (fed) feed_receivers(c);
+    if (!sent && !fed) return;
+  }
+}
+
+// The fast paths' follow-ups: after a lock-free push a receiver may have queued meanwhile
+// (it set head's kWaitBit before looking at the ring); after a pop, a sender.
+void after_push(ChanCore* c) {
+  if ((c->waiting.load(std::memory_order_seq_cst) & kRecvWaiting) == 0) return;
+  LockGuard hold(c->lock);
+  balance(c);
+  sync_wait_bits(c);
+}
+
+void after_pop(ChanCore* c) {
+  if ((c->waiting.load(std::memory_order_seq_cst) & kSendWaiting) == 0) return;
+  LockGuard hold(c->lock);
+  balance(c);
+  sync_wait_bits(c);
+}
+
+// Under c->lock, buffered, not closed: completes the send now if it can: to a waiting receiver
+// (the ring is then empty), or into the ring if no sender waits ahead of it.
+bool send_locked(ChanCore* c, void* src) {
+  balance(c);
+  if (Sudog* r = c->recvq.dequeue()) {
+    c->ops->move(r->elem, src);
+    mark_done(r, true);
+    ready(r->g);
+    return true;
+  }
+  return c->sendq.empty() && ring_push(c, src, true) == Ring::kOk;
+}
+
+// Under c->lock, buffered: completes the receive now if it can (kOk, or kClosed once closed
+// and drained), after the receivers waiting ahead of it were served.
+Ring recv_locked(ChanCore* c, void* dst) {
+  balance(c);
+  Ring r = ring_pop(c, dst, true);
+  if (r == Ring::kOk) balance(c);
+  return r;
 }
 
 }  // namespace
 
 ChanCore* chan_make(std::size_t cap, const ElemOps* ops) {
   EnterRuntime enter;
-  std::size_t align = ops->align < alignof(ChanCore) ? alignof(ChanCore) : ops->align;
-  std::size_t elemsize = (ops->size + ops->align - 1) / ops->align * ops->align;
-  std::size_t header = (sizeof(ChanCore) + align - 1) / align * align;
-  if (cap > (SIZE_MAX - header) / (elemsize == 0 ? 1 : elemsize)) throw std::bad_alloc();
-  void* mem = ::operator new (header + cap * elemsize, std::align_val_t{align});
+  if (cap > (std::size_t{1} << 40)) throw std::bad_alloc();  // and one_lap stays far below kWaitBit
+  const std::size_t align = ops->align < alignof(ChanCore) ? alignof(ChanCore) : ops->align;
+  const std::size_t slotalign = ops->align < 8 ? 8 : ops->align;
+  const std::size_t elemoff = (8 + ops->align - 1) / ops->align * ops->align;
+  const std::size_t slotsize = (elemoff + ops->size + slotalign - 1) / slotalign * slotalign;
+  const std::size_t header = (sizeof(ChanCore) + align - 1) / align * align;
+  if (cap > (SIZE_MAX - header) / slotsize) throw std::bad_alloc();
+  void* mem = ::operator new (header + cap * slotsize, std::align_val_t{align});
   auto* c = ::new (mem) ChanCore;
   c->ops = ops;
   c->cap = cap;
-  c->elemsize = elemsize;
-  c->buf = static_cast<unsigned char*>(mem) + header;
+  if (cap > 0) {
+    c->slotsize = slotsize;
+    c->elemoff = elemoff;
+    c->one_lap = std::uint64_t{1} << (64 - __builtin_clzll(cap));  // a power of two > cap
+    c->buf = static_cast<unsigned char*>(mem) + header;
+    for (std::size_t i = 0; i < cap; i++) {
+      ::new (c->buf + i * slotsize) std::atomic<std::uint64_t>(i);
+    }
+  }
   return c;
 }
 
@@ -333,9 +571,9 @@ void chan_free(ChanCore* c) noexcept {
     }
     std::free(c->handles.slots);
   }
-  for (std::size_t i = 0, x = c->recvx; i < c->count; i++) {
-    c->ops->destroy(c->slot(x));
-    if (++x == c->cap) x = 0;
+  if (c->cap > 0) {
+    while (ring_pop(c, nullptr, true) == Ring::kOk) {
+    }
   }
   std::size_t align = c->ops->align < alignof(ChanCore) ? alignof(ChanCore) : c->ops->align;
   c->~ChanCore();
@@ -443,11 +681,76 @@ void chan_leak_visit(ChanVisitor& v) {
   }
 }
 
+namespace {
+
+// Buffered send when the lock-free push could not complete: full, or senders wait.
+bool send_buffered_slow(ChanCore* c, void* src, bool block) {
+  c->lock.lock();
+  if (c->closed) {
+    c->lock.unlock();
+    throw ChanClosed("send on closed channel");
+  }
+  // A blocking sender announces itself before its last look at the ring: a receiver that
+  // frees a slot lock-free after this sees the bit and refills from sendq.
+  if (block) announce_sender(c);
+  const bool sent = send_locked(c, src);
+  if (sent || !block) {
+    sync_wait_bits(c);
+    c->lock.unlock();
+    return sent;
+  }
+  Sudog me;
+  me.g = waiter();
+  me.elem = src;
+  me.frame_top = GORO_FRAME_TOP();
+  c->sendq.enqueue(&me);
+  park(unlock_chan, c, WaitReason::kChanSend);
+  if (!me.success) throw ChanClosed("send on closed channel");
+  return true;
+}
+
+// Buffered receive when the lock-free pop could not complete: empty, or receivers wait.
+RecvResult recv_buffered_slow(ChanCore* c, void* dst, bool block) {
+  c->lock.lock();
+  // As send_buffered_slow: a sender that pushes lock-free after this sees the bit.
+  if (block) announce_receiver(c);
+  const Ring r = recv_locked(c, dst);
+  if (r != Ring::kNo || !block) {
+    sync_wait_bits(c);
+    c->lock.unlock();
+    return r == Ring::kOk       ? RecvResult::kValue
+           : r == Ring::kClosed ? RecvResult::kClosed
+                                : RecvResult::kWouldBlock;
+  }
+  Sudog me;
+  me.g = waiter();
+  me.elem = dst;
+  me.frame_top = GORO_FRAME_TOP();
+  c->recvq.enqueue(&me);
+  park(unlock_chan, c, WaitReason::kChanReceive);
+  return me.success ? RecvResult::kValue : RecvResult::kClosed;
+}
+
+}  // namespace
+
 bool chan_send(ChanCore* c, void* src, bool block) {
   EnterRuntime enter;
   if (c == nullptr) {
     if (!block) return false;
     block_forever(WaitReason::kChanSendNil);
+  }
+  if (c->cap > 0) {
+    // With receivers waiting, the value goes straight to one of them under the lock instead
+    // of through the ring.
+    if ((c->waiting.load(std::memory_order_relaxed) & kRecvWaiting) == 0) {
+      Ring r = ring_push(c, src, false);
+      if (r == Ring::kOk) {
+        after_push(c);
+        return true;
+      }
+      if (r == Ring::kClosed) throw ChanClosed("send on closed channel");
+    }
+    return send_buffered_slow(c, src, block);
   }
   c->lock.lock();
   if (c->closed) {
@@ -460,11 +763,6 @@ bool chan_send(ChanCore* c, void* src, bool block) {
     G* g = r->g;
     c->lock.unlock();
     ready(g);
-    return true;
-  }
-  if (c->count < c->cap) {
-    send_to_buffer(c, src);
-    c->lock.unlock();
     return true;
   }
   if (!block) {
@@ -487,17 +785,21 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
     if (!block) return RecvResult::kWouldBlock;
     block_forever(WaitReason::kChanReceiveNil);
   }
+  if (c->cap > 0) {
+    Ring r = ring_pop(c, dst, false);
+    if (r == Ring::kOk) {
+      after_pop(c);
+      return RecvResult::kValue;
+    }
+    if (r == Ring::kClosed) return RecvResult::kClosed;
+    return recv_buffered_slow(c, dst, block);
+  }
   c->lock.lock();
   if (Sudog* s = c->sendq.dequeue()) {
     recv_from_sender(c, s, dst);
     G* g = s->g;
     c->lock.unlock();
     ready(g);
-    return RecvResult::kValue;
-  }
-  if (c->count > 0) {
-    recv_from_buffer(c, dst);
-    c->lock.unlock();
     return RecvResult::kValue;
   }
   if (c->closed) {
@@ -526,7 +828,14 @@ void chan_close(ChanCore* c) {
     throw ChanClosed("close of closed channel");
   }
   c->closed = true;
-  // Collect every waiter (receivers get "closed", senders will throw), ready them unlocked.
+  if (c->cap > 0) {
+    // From here no push succeeds (a push in flight completes; the ring's readers wait for
+    // it). Values still buffered go to waiting receivers first.
+    c->tail.fetch_or(kClosedBit, std::memory_order_seq_cst);
+    feed_receivers(c);
+  }
+  // Collect every other waiter (receivers get "closed", senders will throw), ready them
+  // unlocked.
   Sudog* wake = nullptr;
   for (WaitQ* q : {&c->recvq, &c->sendq}) {
     while (Sudog* s = q->dequeue()) {
@@ -535,6 +844,7 @@ void chan_close(ChanCore* c) {
       wake = s;
     }
   }
+  if (c->cap > 0) sync_wait_bits(c);
   c->lock.unlock();
   while (wake != nullptr) {
     Sudog* s = wake;
@@ -545,9 +855,12 @@ void chan_close(ChanCore* c) {
 
 std::size_t chan_len(const ChanCore* c) noexcept {
   if (c == nullptr) return 0;
-  auto* cc = const_cast<ChanCore*>(c);
-  LockGuard hold(cc->lock);
-  return cc->count;
+  if (c->cap == 0) return 0;
+  // A snapshot: exact when no operation is in flight.
+  const std::uint64_t h = ring_linear(c, c->head.load(std::memory_order_acquire));
+  const std::uint64_t t = ring_linear(c, c->tail.load(std::memory_order_acquire));
+  if (t <= h) return 0;
+  return t - h > c->cap ? c->cap : static_cast<std::size_t>(t - h);
 }
 
 std::size_t chan_cap(const ChanCore* c) noexcept {
@@ -650,62 +963,112 @@ int select_impl(SelectCase* cases, int n, bool block) {
     npoll++;
     locks[nlocks++] = sc.c;
   }
+  // 1b. Lock-free first: the buffered cases at the head of the poll order that can complete
+  // without a lock (a value to take, a free slot), as chan_send/chan_recv's fast paths. It
+  // stops at the first unbuffered case, so the choice stays uniform among ready cases.
+  for (int k = 0; k < npoll; k++) {
+    const int i = pollorder[k];
+    SelectCase& sc = cases[i];
+    ChanCore* c = sc.c;
+    if (c->cap == 0) break;
+    if (sc.kind == CaseKind::kRecv) {
+      const Ring r = ring_pop(c, sc.elem, false);
+      if (r == Ring::kNo) continue;
+      sc.ok = r == Ring::kOk;
+      if (sc.ok) after_pop(c);
+      return i;
+    }
+    if ((c->waiting.load(std::memory_order_relaxed) & kRecvWaiting) != 0) continue;
+    const Ring r = ring_push(c, sc.elem, false);
+    if (r == Ring::kClosed) throw ChanClosed("send on closed channel");
+    if (r == Ring::kOk) {
+      after_push(c);
+      return i;
+    }
+  }
+
   std::sort(locks, locks + nlocks);
   nlocks = static_cast<int>(std::unique(locks, locks + nlocks) - locks);
 
   for (int i = 0; i < nlocks; i++) locks[i]->lock.lock();
+  auto unlock_all_synced = [&] {
+    for (int i = 0; i < nlocks; i++) {
+      if (locks[i]->cap > 0) sync_wait_bits(locks[i]);
+    }
+    unlock_all(locks, nlocks);
+  };
+  bool any_buffered = false;
+  for (int i = 0; i < nlocks; i++) any_buffered = any_buffered || locks[i]->cap > 0;
 
-  // 2. The first case in poll order that can proceed.
-  for (int k = 0; k < npoll; k++) {
-    int i = pollorder[k];
-    SelectCase& sc = cases[i];
-    ChanCore* c = sc.c;
-    if (sc.kind == CaseKind::kRecv) {
-      if (Sudog* s = c->sendq.dequeue()) {
-        recv_from_sender(c, s, sc.elem);
-        sc.ok = true;
-        G* g = s->g;
-        unlock_all(locks, nlocks);
-        ready(g);
-        return i;
+  // 2. The first case in poll order that can proceed. A select about to block looks twice:
+  // its buffered channels' lock-free senders and receivers do not take the locks it holds,
+  // so before queueing it announces itself on them, as a blocking send or receive does (see
+  // "Buffered channels"), and polls again.
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1) {
+      if (!block || !any_buffered) break;
+      for (int k = 0; k < npoll; k++) {
+        const SelectCase& sc = cases[pollorder[k]];
+        if (sc.c->cap == 0) continue;
+        if (sc.kind == CaseKind::kRecv) {
+          announce_receiver(sc.c);
+        } else {
+          announce_sender(sc.c);
+        }
       }
-      if (c->count > 0) {
-        recv_from_buffer(c, sc.elem);
-        sc.ok = true;
-        unlock_all(locks, nlocks);
-        return i;
-      }
-      if (c->closed) {
-        unlock_all(locks, nlocks);
-        return i;
-      }
-    } else {
-      if (c->closed) {
-        unlock_all(locks, nlocks);
-        throw ChanClosed("send on closed channel");
-      }
-      if (Sudog* r = c->recvq.dequeue()) {
-        c->ops->move(r->elem, sc.elem);
-        mark_done(r, true);
-        G* g = r->g;
-        unlock_all(locks, nlocks);
-        ready(g);
-        return i;
-      }
-      if (c->count < c->cap) {
-        send_to_buffer(c, sc.elem);
-        unlock_all(locks, nlocks);
-        return i;
+    }
+    for (int k = 0; k < npoll; k++) {
+      int i = pollorder[k];
+      SelectCase& sc = cases[i];
+      ChanCore* c = sc.c;
+      if (sc.kind == CaseKind::kRecv) {
+        if (c->cap > 0) {
+          const Ring r = recv_locked(c, sc.elem);
+          if (r == Ring::kNo) continue;
+          sc.ok = r == Ring::kOk;
+          unlock_all_synced();
+          return i;
+        }
+        if (Sudog* s = c->sendq.dequeue()) {
+          recv_from_sender(c, s, sc.elem);
+          sc.ok = true;
+          G* g = s->g;
+          unlock_all_synced();
+          ready(g);
+          return i;
+        }
+        if (c->closed) {
+          unlock_all_synced();
+          return i;
+        }
+      } else {
+        if (c->closed) {
+          unlock_all_synced();
+          throw ChanClosed("send on closed channel");
+        }
+        if (c->cap > 0) {
+          if (!send_locked(c, sc.elem)) continue;
+          unlock_all_synced();
+          return i;
+        }
+        if (Sudog* r = c->recvq.dequeue()) {
+          c->ops->move(r->elem, sc.elem);
+          mark_done(r, true);
+          G* g = r->g;
+          unlock_all_synced();
+          ready(g);
+          return i;
+        }
       }
     }
   }
   // 3. Nothing ready.
   if (deadline_case >= 0 && cases[deadline_case].deadline <= nanotime()) {
-    unlock_all(locks, nlocks);
+    unlock_all_synced();
     return deadline_case;
   }
   if (!block) {
-    unlock_all(locks, nlocks);
+    unlock_all_synced();
     return -1;
   }
   // 4. Queue on every channel and park.
@@ -760,7 +1123,7 @@ int select_impl(SelectCase* cases, int n, bool block) {
       c->sendq.remove(s);
     }
   }
-  unlock_all(locks, nlocks);
+  unlock_all_synced();
   int fired = st.fired;
   if (fired < 0) fatal("select: woken without a case");
   if (cases[fired].kind == CaseKind::kRecv) {

@@ -115,9 +115,8 @@ std::atomic<int> g_mode{kModeUnset};  // goro::debug::DeadlockMode, or unset (re
 int mode() noexcept {
   int m = g_mode.load(std::memory_order_relaxed);
   if (m != kModeUnset) return m;
-  // Off unless asked for: the detector has misfired (a benchmark and an fd-exhaustion test
-  // were killed while goroutines still ran), and a false fatal is worse than a missed report.
-  int want = static_cast<int>(goro::debug::DeadlockMode::kOff);
+  // Fatal by default, as Go's "all goroutines are asleep - deadlock!".
+  int want = static_cast<int>(goro::debug::DeadlockMode::kFatal);
   if (const char* e = std::getenv("GORO_DEADLOCK"); e != nullptr && *e != 0) {
     if (std::strcmp(e, "0") == 0 || std::strcmp(e, "off") == 0) {
       want = static_cast<int>(goro::debug::DeadlockMode::kOff);

