@@ -897,6 +897,62 @@ TEST_P(PrimitivesTest, GroupRethrowsFirstException) {
   }
 }
 
+// errgroup.WithContext: the first throw cancels the group's context, so the others (parked on
+// done(), from goroutines and a plain thread's go()) stop; wait() cancels it too; a canceled
+// parent reaches it; a group without a parent has the background context.
+TEST_P(PrimitivesTest, GroupContextCanceledByFirstFailure) {
+  {
+    goro::Group g(goro::background());
+    EXPECT_FALSE(g.context().canceled());
+    constexpr int kWaiters = 8;
+    std::atomic<int> saw_cancel{0};
+    for (int i = 0; i < kWaiters; i++) {
+      g.go([&g, &saw_cancel] {
+        (void)g.context().done().recv();  // parks until the failure below
+        if (g.context().err() == goro::ContextErr::kCanceled) saw_cancel++;
+      });
+    }
+    std::thread([&] {
+      g.go([] {
+        goro::yield();
+        throw MyError{7};
+      });
+    }).join();
+    try {
+      g.wait();
+      ADD_FAILURE() << "wait() did not throw";
+    } catch (const MyError& e) {
+      EXPECT_EQ(e.code, 7);
+    }
+    EXPECT_EQ(saw_cancel.load(), kWaiters);
+    EXPECT_EQ(g.context().err(), goro::ContextErr::kCanceled);
+  }
+  {
+    goro::Group g(goro::background(), 2);  // with a limit
+    std::atomic<int> ran{0};
+    for (int i = 0; i < 6; i++) g.go([&] { ran++; });
+    EXPECT_FALSE(g.context().canceled()) << "no failure yet";
+    g.wait();
+    EXPECT_EQ(ran.load(), 6);
+    EXPECT_TRUE(g.context().canceled()) << "wait() returning cancels the context";
+  }
+  {
+    auto [parent, cancel] = goro::with_cancel(goro::background());
+    goro::Group g(parent);
+    g.go([&g] { (void)g.context().done().recv(); });
+    cancel();
+    g.wait();
+    EXPECT_EQ(g.context().err(), goro::ContextErr::kCanceled);
+  }
+  {
+    goro::Group g;
+    g.go([] { throw MyError{1}; });
+    EXPECT_THROW(g.wait(), MyError);
+    EXPECT_FALSE(g.context().canceled()) << "a group without a parent: background context";
+    EXPECT_THROW(goro::Group(goro::background(), 0), std::invalid_argument);
+  }
+}
+
 // Runs n functions through a group with the given limit, spawning from `spawners` goroutines
 // and one thread at once; returns the highest concurrency seen.
 int group_limit_case(int limit, int n, int spawners) {

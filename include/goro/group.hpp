@@ -4,8 +4,11 @@
 //   for (auto& url : urls) g.go(fetch, url);  // parks while 8 are running
 //   g.wait();                                 // rethrows the first exception any of them threw
 //
-// Cancellation of the remaining goroutines when one fails (errgroup.WithContext) will come
-// with goro::Context; until then a Group only collects the first exception.
+// With a context, the first failure cancels the others (errgroup.WithContext):
+//
+//   goro::Group g(ctx);                       // g.context() is a child of ctx
+//   for (auto& url : urls) g.go([&g, url] { fetch(g.context(), url); });
+//   g.wait();                                 // the first throw canceled g.context()
 #pragma once
 
 #include <atomic>
@@ -17,6 +20,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "goro/context.hpp"
 #include "goro/export.hpp"
 #include "goro/go.hpp"
 
@@ -48,6 +52,13 @@ class GORO_API Group {
   Group() noexcept = default;
   /// A group running at most `limit` goroutines at once (set_limit(limit)).
   explicit Group(int limit) { set_limit(limit); }
+  /// A group with a context (errgroup.WithContext): context() is a child of `parent` that is
+  /// canceled (ContextErr::kCanceled) the first time a function of the group throws, and when
+  /// wait() returns or throws, whichever comes first; it also ends when parent does. The
+  /// goroutines see it through context() (or a copy taken before they start) and should stop
+  /// when it is done. limit as set_limit (negative: none). Throws std::bad_alloc, and
+  /// std::invalid_argument for limit 0.
+  explicit Group(const Context& parent, int limit = -1);
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
   /// Waits for the group's goroutines still running (like std::jthread, so that none outlives
@@ -90,6 +101,11 @@ class GORO_API Group {
   /// std::invalid_argument if n == 0.
   void set_limit(int n);
 
+  /// The group's context: the child made by Group(parent, limit), or the background context
+  /// (never canceled) for a group made without one. The reference stays valid for the
+  /// group's life; Context handles are cheap to copy. Thread-safe.
+  const Context& context() const noexcept { return ctx_; }
+
  private:
   // Reserves a slot: waits for one (block) or fails (!block) while the limit is reached.
   bool start(bool block);
@@ -131,6 +147,8 @@ class GORO_API Group {
   void* go_tail_ = nullptr;
   void* idle_waiters_ = nullptr;  // wait() calls waiting for active_ == 0
   std::exception_ptr err_;        // the first exception
+  Context ctx_;                   // immutable after construction
+  CancelFunc cancel_;             // cancels ctx_ (empty without a parent)
 };
 
 }  // namespace goro

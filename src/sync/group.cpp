@@ -68,6 +68,13 @@ bool unlock_word(G*, void* arg) {
 
 }  // namespace
 
+Group::Group(const Context& parent, int limit) {
+  auto [ctx, cancel] = with_cancel(parent);
+  ctx_ = std::move(ctx);
+  cancel_ = std::move(cancel);
+  set_limit(limit);
+}
+
 Group::~Group() {
   EnterRuntime enter;
   (void)wait_idle();
@@ -118,8 +125,12 @@ void Group::finish(std::exception_ptr e) noexcept {
   EnterRuntime enter;
   Lock& l = as_lock(&lock_);
   GroupWaiter* wake = nullptr;
+  CancelFunc cancel;  // the first failure cancels the group's context, after the unlock
   l.lock();
-  if (e != nullptr && err_ == nullptr) err_ = std::move(e);
+  if (e != nullptr && err_ == nullptr) {
+    err_ = std::move(e);
+    cancel = cancel_;
+  }
   if (go_head_ != nullptr) {
     // Hand this slot to the first go() waiting for one; active_ stays the same.
     wake = static_cast<GroupWaiter*>(go_head_);
@@ -133,7 +144,8 @@ void Group::finish(std::exception_ptr e) noexcept {
   }
   l.unlock();
   // From here on the Group may be gone: touch only the records, which left its lists under
-  // the lock and whose owners stay parked until readied.
+  // the lock and whose owners stay parked until readied, and the copy of the cancel function.
+  cancel();
   while (wake != nullptr) {
     GroupWaiter* next = wake->next;
     G* g = wake->g;
@@ -162,6 +174,7 @@ std::exception_ptr Group::wait_idle() noexcept {
 void Group::wait() {
   EnterRuntime enter;
   std::exception_ptr e = wait_idle();
+  cancel_();
   if (e != nullptr) std::rethrow_exception(e);
 }
 
