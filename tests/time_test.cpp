@@ -218,29 +218,37 @@ TEST_P(TimeTest, SleepDoesNotCorruptTheGoroutineStack) {
 
 // Sleepers with deadlines 1..50 ms (from a common start), started in random order, wake in
 // deadline order; only deadlines less than 2 ms apart may swap (5 ms in sanitizer builds, whose
-// slow wake-up paths let a woken sleeper be overtaken). A whole attempt can be disturbed by a
-// loaded machine: up to 3 attempts.
+// slow wake-up paths let a woken sleeper be overtaken). An attempt in which the machine itself
+// got in the way - a sleeper that only started after the common start, or one that recorded
+// its wake-up more than 20 ms late (the OS did not run its thread) - proves nothing about the
+// timers and is repeated, up to 6 attempts; an order violation in an undisturbed attempt fails.
 TEST_P(TimeTest, TimersFireInDeadlineOrder) {
   const int kN = 50;
   const int slack_ms = goro_test::kSanitizerBuild ? 5 : 2;
   std::string last_failure;
-  for (int attempt = 0; attempt < 3; attempt++) {
+  int undisturbed = 0;
+  for (int attempt = 0; attempt < 6 && undisturbed == 0; attempt++) {
     std::vector<int> ms(kN);
     std::iota(ms.begin(), ms.end(), 1);
     std::shuffle(ms.begin(), ms.end(), std::mt19937(static_cast<unsigned>(attempt + 7)));
     std::vector<int> order(kN, 0);
     std::atomic<int> next{0};
+    std::atomic<bool> disturbed{false};
     auto base = Clock::now() + 20ms;  // time to start every sleeper first
     {
       Tasks tasks(mode());
       for (int i = 0; i < kN; i++) {
         tasks.spawn([&, d = ms[static_cast<std::size_t>(i)]] {
-          goro::sleep_until(base + std::chrono::milliseconds(d));
+          const auto deadline = base + std::chrono::milliseconds(d);
+          if (Clock::now() >= base) disturbed = true;
+          goro::sleep_until(deadline);
           order[static_cast<std::size_t>(next.fetch_add(1))] = d;
+          if (Clock::now() > deadline + 20ms) disturbed = true;
         });
       }
     }
-    last_failure.clear();
+    if (disturbed.load()) continue;
+    undisturbed++;
     for (int i = 0; i < kN && last_failure.empty(); i++) {
       for (int j = i + 1; j < kN; j++) {
         if (order[static_cast<std::size_t>(i)] >= order[static_cast<std::size_t>(j)] + slack_ms) {
@@ -251,9 +259,11 @@ TEST_P(TimeTest, TimersFireInDeadlineOrder) {
         }
       }
     }
-    if (last_failure.empty()) break;
   }
-  EXPECT_EQ(last_failure, "") << "in all 3 attempts";
+  EXPECT_EQ(last_failure, "");
+  if (undisturbed == 0) {
+    std::printf("note: every attempt was disturbed by the machine's load; order not judged\n");
+  }
 }
 
 // ---- after

@@ -291,6 +291,11 @@ void mark_done(Sudog* s, bool success) {
   if (s->sel != nullptr) s->sel->fired_success = success;
 }
 
+// The record to queue for the caller: its goroutine (known to EnterRuntime) or its thread's.
+G* self_of(const EnterRuntime& enter) {
+  return enter.g() != nullptr ? enter.g() : waiter();
+}
+
 bool unlock_chan(G*, void* arg) {
   static_cast<ChanCore*>(arg)->lock.unlock();
   return true;
@@ -684,7 +689,7 @@ void chan_leak_visit(ChanVisitor& v) {
 namespace {
 
 // Buffered send when the lock-free push could not complete: full, or senders wait.
-bool send_buffered_slow(ChanCore* c, void* src, bool block) {
+bool send_buffered_slow(ChanCore* c, void* src, bool block, const EnterRuntime& enter) {
   c->lock.lock();
   if (c->closed) {
     c->lock.unlock();
@@ -700,17 +705,17 @@ bool send_buffered_slow(ChanCore* c, void* src, bool block) {
     return sent;
   }
   Sudog me;
-  me.g = waiter();
+  me.g = self_of(enter);
   me.elem = src;
   me.frame_top = GORO_FRAME_TOP();
   c->sendq.enqueue(&me);
-  park(unlock_chan, c, WaitReason::kChanSend);
+  park_self(me.g, unlock_chan, c, WaitReason::kChanSend);
   if (!me.success) throw ChanClosed("send on closed channel");
   return true;
 }
 
 // Buffered receive when the lock-free pop could not complete: empty, or receivers wait.
-RecvResult recv_buffered_slow(ChanCore* c, void* dst, bool block) {
+RecvResult recv_buffered_slow(ChanCore* c, void* dst, bool block, const EnterRuntime& enter) {
   c->lock.lock();
   // As send_buffered_slow: a sender that pushes lock-free after this sees the bit.
   if (block) announce_receiver(c);
@@ -723,11 +728,11 @@ RecvResult recv_buffered_slow(ChanCore* c, void* dst, bool block) {
                                 : RecvResult::kWouldBlock;
   }
   Sudog me;
-  me.g = waiter();
+  me.g = self_of(enter);
   me.elem = dst;
   me.frame_top = GORO_FRAME_TOP();
   c->recvq.enqueue(&me);
-  park(unlock_chan, c, WaitReason::kChanReceive);
+  park_self(me.g, unlock_chan, c, WaitReason::kChanReceive);
   return me.success ? RecvResult::kValue : RecvResult::kClosed;
 }
 
@@ -750,7 +755,7 @@ bool chan_send(ChanCore* c, void* src, bool block) {
       }
       if (r == Ring::kClosed) throw ChanClosed("send on closed channel");
     }
-    return send_buffered_slow(c, src, block);
+    return send_buffered_slow(c, src, block, enter);
   }
   c->lock.lock();
   if (c->closed) {
@@ -770,11 +775,11 @@ bool chan_send(ChanCore* c, void* src, bool block) {
     return false;
   }
   Sudog me;
-  me.g = waiter();
+  me.g = self_of(enter);
   me.elem = src;
   me.frame_top = GORO_FRAME_TOP();
   c->sendq.enqueue(&me);
-  park(unlock_chan, c, WaitReason::kChanSend);
+  park_self(me.g, unlock_chan, c, WaitReason::kChanSend);
   if (!me.success) throw ChanClosed("send on closed channel");
   return true;
 }
@@ -792,7 +797,7 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
       return RecvResult::kValue;
     }
     if (r == Ring::kClosed) return RecvResult::kClosed;
-    return recv_buffered_slow(c, dst, block);
+    return recv_buffered_slow(c, dst, block, enter);
   }
   c->lock.lock();
   if (Sudog* s = c->sendq.dequeue()) {
@@ -811,11 +816,11 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
     return RecvResult::kWouldBlock;
   }
   Sudog me;
-  me.g = waiter();
+  me.g = self_of(enter);
   me.elem = dst;
   me.frame_top = GORO_FRAME_TOP();
   c->recvq.enqueue(&me);
-  park(unlock_chan, c, WaitReason::kChanReceive);
+  park_self(me.g, unlock_chan, c, WaitReason::kChanReceive);
   return me.success ? RecvResult::kValue : RecvResult::kClosed;
 }
 
@@ -1075,7 +1080,7 @@ int select_impl(SelectCase* cases, int n, bool block) {
   SelectState st;
   st.timed = deadline_case >= 0;
   st.ncases = npoll;
-  G* self = waiter();
+  G* self = self_of(enter);
   Sudog sgbuf[16];
   Sudog* sgs = npoll <= 16 ? sgbuf : new Sudog[static_cast<std::size_t>(npoll)];
   struct SgCleanup {
@@ -1109,7 +1114,7 @@ int select_impl(SelectCase* cases, int n, bool block) {
     unlock_all(locks, nlocks);
     block_forever(WaitReason::kSelectNoCases);
   }
-  park(select_unlock, &sp, WaitReason::kSelect);
+  park_self(self, select_unlock, &sp, WaitReason::kSelect);
 
   // 6. Woken by exactly one case (or the timer).
   if (deadline_case >= 0) timer_stop(&timer);

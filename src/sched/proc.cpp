@@ -1107,8 +1107,7 @@ void execute(M* m, G* gp, bool inherit) {
 
 // The caller's side of a switch back to g0: on return the goroutine has been resumed, maybe
 // by another M.
-void mcall(G* (*fn)(M*, G*), bool dying = false) {
-  G* gp = getg();
+void mcall(G* gp, G* (*fn)(M*, G*), bool dying = false) {
   M* m = gp->m;
   if (!stack_canary_ok(gp)) {
     RawBuf b;
@@ -1420,7 +1419,7 @@ void free_closure(G* gp) {
   gp->preempt_off.store(1, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   free_closure(gp);
-  mcall(goexit_m, /*dying=*/true);
+  mcall(gp, goexit_m, /*dying=*/true);
   fatal("goexit: dead goroutine resumed");
 }
 
@@ -1589,8 +1588,12 @@ G* waiter() noexcept {
 }
 
 void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
-  G* gp = getg();
-  if (gp != nullptr) {
+  park_self(waiter(), unlockf, arg, reason);
+}
+
+void park_self(G* self, bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
+  if (self->stack_kind != kStackThread) {
+    G* gp = self;
     if (gp->insyscall) {
       RawBuf b;
       b.str("fatal error: goroutine ")
@@ -1607,11 +1610,11 @@ void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept {
     ParkArgs a{unlockf, arg};
     gp->param = reinterpret_cast<std::uintptr_t>(&a);
     gp->waitreason = reason;
-    mcall(park_m);
+    mcall(gp, park_m);
     gp->waitreason = WaitReason::kNone;
     return;
   }
-  G* tg = thread_g();
+  G* tg = self;
   tg->waitreason = reason;
   tg->status.store(kGWaiting, std::memory_order_release);
   // Counted as a thread waiting on goro (deadlock.cpp) before a waker can find it; ready()
@@ -1660,15 +1663,16 @@ void ready(G* gp) noexcept {
 }
 
 void gosched() noexcept {
-  if (getg() == nullptr) {
+  G* gp = getg();
+  if (gp == nullptr) {
     sched_yield();
     return;
   }
-  mcall(yield_m);
+  mcall(gp, yield_m);
 }
 
 void mcall_from(G* (*fn)(M*, G*)) noexcept {
-  mcall(fn);
+  mcall(getg(), fn);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1737,7 +1741,7 @@ void exitsyscall() noexcept {
     if (np != nullptr) {
       acquirep(m, np);
     } else {
-      mcall(exitsyscall0);  // resumes on an M that holds a P
+      mcall(gp, exitsyscall0);  // resumes on an M that holds a P
     }
   }
   std::atomic_signal_fence(std::memory_order_seq_cst);

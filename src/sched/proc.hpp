@@ -317,6 +317,8 @@ void ensure_started() noexcept;
 // waiter() is the record of the calling goroutine or plain thread to queue before park().
 G* waiter() noexcept;
 void park(bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept;
+// park() for a caller that already has its waiter() record (saves looking it up again).
+void park_self(G* self, bool (*unlockf)(G*, void*), void* arg, WaitReason reason) noexcept;
 void ready(G* gp) noexcept;
 
 // A timer was armed for `when`: wake the timer sleeper if it would sleep past it, or start an
@@ -359,6 +361,9 @@ class EnterRuntime {
     g_->preempt_off.store(n, std::memory_order_relaxed);
     if (n == 0 && g_->preempt.load(std::memory_order_relaxed)) preempt_yield();
   }
+  // The calling goroutine (null on a plain thread or g0): the same G for the whole scope,
+  // whichever M it runs on.
+  G* g() const noexcept { return g_; }
   EnterRuntime(const EnterRuntime&) = delete;
   EnterRuntime& operator=(const EnterRuntime&) = delete;
 
