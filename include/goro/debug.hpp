@@ -215,7 +215,9 @@ GORO_API LeakReport find_leaks(const LeakOptions& options = {});
 // Limits: not judged while a goroutine locked to its thread (lock_os_thread) is parked, or with
 // GORO_SYSMON=0 (no monitor thread), or while helper threads it does not know run (the debug
 // endpoint's and GORO_SCHEDTRACE's threads count as outside threads). It keeps one descriptor
-// open on /proc/self/task once it has looked, and reads a new thread's name once or twice.
+// open on /proc/self/task once it has looked, and reads a new thread's name once or twice
+// (briefly one more descriptor): a program that runs at its RLIMIT_NOFILE and needs the next
+// free descriptor to be its own should turn detection off (GORO_DEADLOCK=0).
 
 /// What the deadlock detector does.
 enum class DeadlockMode {
