@@ -218,13 +218,15 @@ TEST_P(TimeTest, SleepDoesNotCorruptTheGoroutineStack) {
 
 // Sleepers with deadlines 1..50 ms (from a common start), started in random order, wake in
 // deadline order; only deadlines less than 2 ms apart may swap (5 ms in sanitizer builds, whose
-// slow wake-up paths let a woken sleeper be overtaken). An attempt in which the machine itself
+// slow wake-up paths let a woken sleeper be overtaken, and when plain threads sleep: a woken
+// thread runs when the kernel gives it a CPU, which on a loaded 2-core machine takes
+// milliseconds, so its recorded order is the kernel's). An attempt in which the machine itself
 // got in the way - a sleeper that only started after the common start, or one that recorded
 // its wake-up more than 20 ms late (the OS did not run its thread) - proves nothing about the
 // timers and is repeated, up to 6 attempts; an order violation in an undisturbed attempt fails.
 TEST_P(TimeTest, TimersFireInDeadlineOrder) {
   const int kN = 50;
-  const int slack_ms = goro_test::kSanitizerBuild ? 5 : 2;
+  const int slack_ms = goro_test::kSanitizerBuild || mode() != Mode::kGoroutines ? 5 : 2;
   std::string last_failure;
   int undisturbed = 0;
   for (int attempt = 0; attempt < 6 && undisturbed == 0; attempt++) {
