@@ -33,8 +33,10 @@ GORO_API void exitsyscall() noexcept;
 /// non-blocking operations. f is never preempted. Called from a plain thread, it just calls
 /// f. Thread-safe. Each blocking call in progress can hold one OS thread, up to
 /// set_max_threads().
+// always_inline: the call site recorded for stats is the return address of entersyscall, which
+// must lie in the caller's code, also in unoptimized builds.
 template <class F, class... Args>
-decltype(auto) blocking(F&& f, Args&&... args) {
+[[gnu::always_inline]] inline decltype(auto) blocking(F&& f, Args&&... args) {
   struct Exit {
     ~Exit() { internal::exitsyscall(); }
   };
