@@ -1388,6 +1388,8 @@ void free_closure(G* gp) {
   auto* gp = static_cast<G*>(arg);
 #if defined(GORO_ASAN)
   __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  gp->preempt_off.store(0, std::memory_order_relaxed);  // see newproc_start
 #endif
   try {
     gp->run(gp->closure);
@@ -1858,7 +1860,13 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   gp->param = 0;
   gp->run = run;
   gp->destroy = destroy;
+#if defined(GORO_ASAN)
+  // Not preemptible until goroutine_entry has finished ASan's fiber switch: a preemption
+  // before that would start another switch inside it.
+  gp->preempt_off.store(1, std::memory_order_relaxed);
+#else
   gp->preempt_off.store(0, std::memory_order_relaxed);
+#endif
   gp->preempt.store(false, std::memory_order_relaxed);
   gp->oslocks = 0;
   gp->lockedm = nullptr;
