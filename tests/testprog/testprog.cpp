@@ -210,9 +210,14 @@ std::uintptr_t g_slot_base;
 }
 
 int stack_overflow_canary() {
-  static goro::WaitGroup hold;
+  static goro::WaitGroup hold, holding;
   hold.add(1);
-  goro::go([] { hold.wait(); });  // occupies the slot below
+  holding.add(1);
+  goro::go([] {  // occupies the slot below: bound when it first runs, so wait for that
+    holding.done();
+    hold.wait();
+  });
+  holding.wait();
   goro::go({.name = "canary"}, [] {
     goro::internal::G* g = goro::internal::getg();
     say("id=%llu kind=%d\n", static_cast<unsigned long long>(g->goid), int{g->stack_kind});
