@@ -301,6 +301,20 @@ bool unlock_chan(G*, void* arg) {
   return true;
 }
 
+// Under c->lock: queues the caller on q (elem: its value to send, or its storage to receive
+// into) and parks; park releases the lock. Returns whether the operation completed (false: the
+// channel was closed). frame_top: the calling runtime frame's CFA (see Sudog).
+bool wait_locked(ChanCore* c, WaitQ* q, void* elem, const EnterRuntime& enter, WaitReason reason,
+                 std::uintptr_t frame_top) {
+  Sudog me;
+  me.g = self_of(enter);
+  me.elem = elem;
+  me.frame_top = frame_top;
+  q->enqueue(&me);
+  park_self(me.g, unlock_chan, c, reason);
+  return me.success;
+}
+
 [[noreturn]] void block_forever(WaitReason reason) {
   park(nullptr, nullptr, reason);
   fatal("chan: a goroutine blocked forever was woken");
@@ -704,13 +718,9 @@ bool send_buffered_slow(ChanCore* c, void* src, bool block, const EnterRuntime& 
     c->lock.unlock();
     return sent;
   }
-  Sudog me;
-  me.g = self_of(enter);
-  me.elem = src;
-  me.frame_top = GORO_FRAME_TOP();
-  c->sendq.enqueue(&me);
-  park_self(me.g, unlock_chan, c, WaitReason::kChanSend);
-  if (!me.success) throw ChanClosed("send on closed channel");
+  if (!wait_locked(c, &c->sendq, src, enter, WaitReason::kChanSend, GORO_FRAME_TOP())) {
+    throw ChanClosed("send on closed channel");
+  }
   return true;
 }
 
@@ -727,13 +737,9 @@ RecvResult recv_buffered_slow(ChanCore* c, void* dst, bool block, const EnterRun
            : r == Ring::kClosed ? RecvResult::kClosed
                                 : RecvResult::kWouldBlock;
   }
-  Sudog me;
-  me.g = self_of(enter);
-  me.elem = dst;
-  me.frame_top = GORO_FRAME_TOP();
-  c->recvq.enqueue(&me);
-  park_self(me.g, unlock_chan, c, WaitReason::kChanReceive);
-  return me.success ? RecvResult::kValue : RecvResult::kClosed;
+  return wait_locked(c, &c->recvq, dst, enter, WaitReason::kChanReceive, GORO_FRAME_TOP())
+             ? RecvResult::kValue
+             : RecvResult::kClosed;
 }
 
 }  // namespace
@@ -774,13 +780,9 @@ bool chan_send(ChanCore* c, void* src, bool block) {
     c->lock.unlock();
     return false;
   }
-  Sudog me;
-  me.g = self_of(enter);
-  me.elem = src;
-  me.frame_top = GORO_FRAME_TOP();
-  c->sendq.enqueue(&me);
-  park_self(me.g, unlock_chan, c, WaitReason::kChanSend);
-  if (!me.success) throw ChanClosed("send on closed channel");
+  if (!wait_locked(c, &c->sendq, src, enter, WaitReason::kChanSend, GORO_FRAME_TOP())) {
+    throw ChanClosed("send on closed channel");
+  }
   return true;
 }
 
@@ -815,13 +817,9 @@ RecvResult chan_recv(ChanCore* c, void* dst, bool block) {
     c->lock.unlock();
     return RecvResult::kWouldBlock;
   }
-  Sudog me;
-  me.g = self_of(enter);
-  me.elem = dst;
-  me.frame_top = GORO_FRAME_TOP();
-  c->recvq.enqueue(&me);
-  park_self(me.g, unlock_chan, c, WaitReason::kChanReceive);
-  return me.success ? RecvResult::kValue : RecvResult::kClosed;
+  return wait_locked(c, &c->recvq, dst, enter, WaitReason::kChanReceive, GORO_FRAME_TOP())
+             ? RecvResult::kValue
+             : RecvResult::kClosed;
 }
 
 void chan_close(ChanCore* c) {
