@@ -1941,10 +1941,9 @@ GORO_HOOK_API int connect(int fd, const sockaddr* addr, socklen_t alen) {
       [&](Io& io) { return connect_managed(io, addr, alen); }));
 }
 
-GORO_HOOK_API int poll(pollfd* fds, nfds_t n, int timeout) {
-  if (!hooks_on() || ctx_of(getg()) != Ctx::kGo) return fwd_poll(fds, n, timeout);
-  GoCall c;
-  std::int64_t tns = timeout < 0 ? kForever : static_cast<std::int64_t>(timeout) * 1'000'000;
+// poll and ppoll from a goroutine: parks in poll_go, or runs libc's poll inside blocking()
+// when poll_go cannot watch the descriptors (fallback). tns: the timeout (kForever: none).
+int poll_from_goroutine(GoCall& c, pollfd* fds, nfds_t n, std::int64_t tns) {
   std::int64_t deadline = deadline_after(tns);
   bool fallback = false;
   long r;
@@ -1959,6 +1958,13 @@ GORO_HOOK_API int poll(pollfd* fds, nfds_t n, int timeout) {
   return static_cast<int>(go_exit(c, r));
 }
 
+GORO_HOOK_API int poll(pollfd* fds, nfds_t n, int timeout) {
+  if (!hooks_on() || ctx_of(getg()) != Ctx::kGo) return fwd_poll(fds, n, timeout);
+  GoCall c;
+  return poll_from_goroutine(
+      c, fds, n, timeout < 0 ? kForever : static_cast<std::int64_t>(timeout) * 1'000'000);
+}
+
 GORO_HOOK_API int ppoll(pollfd* fds, nfds_t n, const timespec* tmo, const sigset_t* mask) {
   if (!hooks_on() || ctx_of(getg()) != Ctx::kGo) return fwd_ppoll(fds, n, tmo, mask);
   if (tmo != nullptr && !ts_valid(tmo)) {
@@ -1966,19 +1972,7 @@ GORO_HOOK_API int ppoll(pollfd* fds, nfds_t n, const timespec* tmo, const sigset
     return -1;
   }
   GoCall c;
-  std::int64_t tns = ts_ns(tmo);
-  std::int64_t deadline = deadline_after(tns);
-  bool fallback = false;
-  long r;
-  {
-    EnterRuntime rt;
-    r = poll_go(fds, n, tns, deadline, &fallback);
-  }
-  if (fallback) {
-    return static_cast<int>(
-        go_forward(c, [&] { return fwd_poll(fds, n, remaining_ms(deadline, tns)); }));
-  }
-  return static_cast<int>(go_exit(c, r));
+  return poll_from_goroutine(c, fds, n, ts_ns(tmo));
 }
 
 GORO_HOOK_API int select(int nfds, fd_set* rs, fd_set* ws, fd_set* es, timeval* tv) {
