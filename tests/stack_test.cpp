@@ -197,7 +197,11 @@ TEST_F(StackTest, SlotsAreReused) {
     wg.wait();
     if (round <= 2) after_burst = std::max(after_burst, reserved());
   }
-  EXPECT_LE(reserved(), after_burst) << "bursts of 1000 keep mapping new stacks";
+  // Up to four more slabs (a quarter of one burst): with the machine loaded by other work a
+  // later round was seen 1-3 slabs above the first three (where the scavenger and the
+  // caches stood when each round started). A leak of one burst's slots maps ~16 slabs.
+  EXPECT_LE(reserved(), after_burst + (std::size_t{4} << 24))
+      << "bursts of 1000 keep mapping new stacks";
   EXPECT_LE(after_burst - warm, (1000 + 128) * goro::default_stack_size() + (16 << 20));
 }
 

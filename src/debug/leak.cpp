@@ -824,7 +824,8 @@ void Analysis::classify() {
     P* p = sched.allp[i];
     if (p == nullptr) continue;
     LockGuard hold(p->timers.lock);
-    for (Timer* t : p->timers.t) {
+    for (const TimerHeap::Entry& e : p->timers.t) {
+      Timer* t = e.t;
       if (G* g = chan_select_timer_g(t)) timed_selects_.push_back(g);
     }
   }
@@ -944,7 +945,7 @@ void Analysis::add_exclusions(MemReader& mem) {
     if (p == nullptr) continue;
     LockGuard hold(p->timers.lock);
     auto a = reinterpret_cast<std::uintptr_t>(p->timers.t.data());
-    if (a != 0) excl_.push_back({a, a + p->timers.t.capacity() * sizeof(Timer*)});
+    if (a != 0) excl_.push_back({a, a + p->timers.t.capacity() * sizeof(TimerHeap::Entry)});
   }
 }
 

@@ -305,14 +305,19 @@ std::uintptr_t pool_get(StackClass* c) {
         fatal("stack_bind: cannot map a goroutine stack (out of memory)");
       }
     }
-    e = c->carve_next | kKindMask;
+    e = c->carve_next | kKindMask;  // never used: the caller arms it (arm_fresh)
     c->carve_next += c->size;
   }
-  if ((e & kKindMask) == kKindMask) {  // never used: arm it
-    std::uintptr_t base = e & ~kKindMask;
-    e = base | arm_slot(base, false);
-  }
   return e;
+}
+
+// Gives a slot fresh from its slab (kind kKindMask) its guard page or canary. Outside
+// pool_lock: the mprotect takes the process's mmap lock and splits a mapping, several
+// microseconds that a spawn burst on another P would otherwise spend waiting for pool_lock.
+std::uintptr_t arm_fresh(std::uintptr_t e) {
+  if ((e & kKindMask) != kKindMask) return e;
+  std::uintptr_t base = e & ~kKindMask;
+  return base | arm_slot(base, false);
 }
 
 bool is_custom(std::uint8_t kind) {
@@ -488,6 +493,7 @@ void stack_bind(LocalCache* p, G* g) noexcept {
       e = pool_get(c);
     }
   }
+  e = arm_fresh(e);
   bound_slots.fetch_add(1, std::memory_order_relaxed);
   set_stack_fields(g, e & ~kKindMask, g->slot_size, static_cast<std::uint8_t>(e & kKindMask));
 }

@@ -39,62 +39,62 @@ namespace {
 constexpr int kArity = 4;
 
 void sift_up(TimerHeap* h, int i) {
-  Timer* x = h->t[static_cast<std::size_t>(i)];
+  TimerHeap::Entry x = h->t[static_cast<std::size_t>(i)];
   while (i > 0) {
     int parent = (i - 1) / kArity;
-    Timer* p = h->t[static_cast<std::size_t>(parent)];
-    if (p->when <= x->when) break;
+    TimerHeap::Entry p = h->t[static_cast<std::size_t>(parent)];
+    if (p.when <= x.when) break;
     h->t[static_cast<std::size_t>(i)] = p;
-    p->index = i;
+    p.t->index = i;
     i = parent;
   }
   h->t[static_cast<std::size_t>(i)] = x;
-  x->index = i;
+  x.t->index = i;
 }
 
 void sift_down(TimerHeap* h, int i) {
   int n = static_cast<int>(h->t.size());
-  Timer* x = h->t[static_cast<std::size_t>(i)];
+  TimerHeap::Entry x = h->t[static_cast<std::size_t>(i)];
   for (;;) {
     int first = i * kArity + 1;
     if (first >= n) break;
     int best = first;
     for (int c = first + 1; c < first + kArity && c < n; c++) {
-      if (h->t[static_cast<std::size_t>(c)]->when < h->t[static_cast<std::size_t>(best)]->when) {
+      if (h->t[static_cast<std::size_t>(c)].when < h->t[static_cast<std::size_t>(best)].when) {
         best = c;
       }
     }
-    Timer* b = h->t[static_cast<std::size_t>(best)];
-    if (b->when >= x->when) break;
+    TimerHeap::Entry b = h->t[static_cast<std::size_t>(best)];
+    if (b.when >= x.when) break;
     h->t[static_cast<std::size_t>(i)] = b;
-    b->index = i;
+    b.t->index = i;
     i = best;
   }
   h->t[static_cast<std::size_t>(i)] = x;
-  x->index = i;
+  x.t->index = i;
 }
 
 // (A') of the sleeper handshake in proc.cpp's stopm: sequentially consistent.
 void update_next(TimerHeap* h) {
-  h->next.store(h->t.empty() ? 0 : h->t[0]->when, std::memory_order_seq_cst);
+  h->next.store(h->t.empty() ? 0 : h->t[0].when, std::memory_order_seq_cst);
 }
 
 void heap_push(TimerHeap* h, Timer* t) {
   t->heap.store(h, std::memory_order_release);
-  h->t.push_back(t);
+  h->t.push_back({t->when, t});
   sift_up(h, static_cast<int>(h->t.size()) - 1);
   update_next(h);
 }
 
 void heap_remove(TimerHeap* h, Timer* t) {
   int i = t->index;
-  Timer* last = h->t.back();
+  TimerHeap::Entry last = h->t.back();
   h->t.pop_back();
-  if (last != t) {
+  if (last.t != t) {
     h->t[static_cast<std::size_t>(i)] = last;
-    last->index = i;
+    last.t->index = i;
     sift_down(h, i);
-    sift_up(h, last->index);
+    sift_up(h, last.t->index);
   }
   t->heap.store(nullptr, std::memory_order_release);
   t->index = -1;
@@ -151,8 +151,8 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
   std::int64_t next = h->next.load(std::memory_order_acquire);
   if (next == 0 || next > now) return next;
   h->lock.lock();
-  while (!h->t.empty() && h->t[0]->when <= now) {
-    Timer* t = h->t[0];
+  while (!h->t.empty() && h->t[0].when <= now) {
+    Timer* t = h->t[0].t;
     // Count this run before the timer leaves the heap: timer_stop reads `heap` without the
     // lock, and once it sees null it trusts `running` to tell whether f is still to come (the
     // release store of heap = null below publishes this increment). A counter, not a flag: a
@@ -165,6 +165,7 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
       // Re-arm first; a ticker that fell behind skips the ticks it missed.
       t->when += t->period;
       if (t->when <= now) t->when = now + t->period;
+      h->t[0].when = t->when;
       sift_down(h, 0);
       update_next(h);
     } else {
@@ -218,7 +219,7 @@ void timers_move(TimerHeap* from, TimerHeap* to) noexcept {
   LockGuard a(first->lock);
   LockGuard b(second->lock);
   while (!from->t.empty()) {
-    Timer* t = from->t.back();
+    Timer* t = from->t.back().t;
     heap_remove(from, t);
     heap_push(to, t);
   }
