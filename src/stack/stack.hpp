@@ -57,6 +57,7 @@ struct StackStats {
   std::size_t guarded;         // slots with a guard page
   std::size_t unguarded;       // slots with a canary only
   std::size_t reserved_bytes;  // virtual bytes of all slots
+  bool guard_regions;          // guard pages are MADV_GUARD_INSTALL markers (no budget)
 };
 StackStats stack_stats() noexcept;
 
