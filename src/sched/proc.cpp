@@ -386,15 +386,18 @@ void runqput(P* p, G* gp, bool next) {
   }
   for (;;) {
     if (p->runq.push(gp)) return;
-    // Full: move half of the queue plus gp to the global queue in one batch (runqputslow).
-    G* batch[decltype(p->runq)::kCapacity / 2 + 1];
+    // Full: move the older half of the queue to the global queue in one batch (Go's
+    // runqputslow), then queue gp here. Unlike Go, gp stays local: when a spawn burst keeps
+    // the queue full, a goroutine that a timer or a channel just readied would otherwise land
+    // behind every not-yet-started goroutine of the burst in the global queue (the 100,000-
+    // timer storm's p99 was that wait); here it waits for at most half a queue.
+    G* batch[decltype(p->runq)::kCapacity / 2];
     std::uint32_t n = p->runq.take_half(batch);
     if (n == 0) continue;
-    batch[n] = gp;
-    for (std::uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
+    batch[n - 1]->schedlink = nullptr;
+    for (std::uint32_t i = 0; i + 1 < n; i++) batch[i]->schedlink = batch[i + 1];
     LockGuard hold(sched.lock);
-    globrunqputbatch(batch[0], batch[n], static_cast<int>(n + 1));
-    return;
+    globrunqputbatch(batch[0], batch[n - 1], static_cast<int>(n));
   }
 }
 
@@ -977,6 +980,22 @@ G* find_runnable(M* m, bool* inherit) {
     // Due timers of this P first: what they ready lands in its run queue.
     if (std::int64_t next = p->timers.next.load(std::memory_order_relaxed); next != 0) {
       timers_run(&p->timers, nanotime());
+    }
+    // Every 8th pass, one other P's due timers (round-robin, so every heap is watched by every
+    // M without an O(GOMAXPROCS) scan, and a fast ping-pong's passes pay nearly nothing).
+    // While that P's M runs one long goroutine - a spawn loop, a computation - its own passes
+    // do not come; its timers would wait for the end of the slice and then ready a slice's
+    // worth of sleepers at once, most of them overflowing to the back of the global queue
+    // (the 100,000-timer storm's p99 was that).
+    if (int np = sched.nallp.load(std::memory_order_acquire);
+        np > 1 && (++p->timer_probe_pass & 7) == 0) {
+      if (p->timer_probe >= np) p->timer_probe = 1;
+      int i = p->id + p->timer_probe++;
+      P* other = allp_at(i >= np ? i - np : i);
+      if (other != nullptr && other != p &&
+          other->timers.next.load(std::memory_order_relaxed) != 0) {
+        timers_run(&other->timers, nanotime());
+      }
     }
     // Fairness: every 61 ticks look at the global queue first, so two goroutines readying
     // each other through runnext cannot starve it.

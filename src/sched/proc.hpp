@@ -207,6 +207,10 @@ struct alignas(64) P {
   std::atomic<M*> m{nullptr};       // holder while running (written by it; sysmon reads it)
   // Incremented by its M each time it starts a goroutine on a new time slice; read by sysmon.
   std::atomic<std::uint32_t> schedtick{0};
+  // find_runnable's look at other Ps' timers (its M's only): passes since the last look, and
+  // the offset (1..nallp-1) of the P it looks at next.
+  std::uint32_t timer_probe_pass = 0;
+  std::int32_t timer_probe = 1;
   // Incremented by its M at each goro::blocking entry; read by sysmon.
   std::atomic<std::uint32_t> syscalltick{0};
   // The goro::blocking call site of the goroutine that left it in kPSyscall: written by its M

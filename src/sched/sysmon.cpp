@@ -377,24 +377,14 @@ void* sysmon_main(void*) {
       idle++;
     }
     sched.coarse_now.store(now, std::memory_order_relaxed);
-    // Poll the network if nobody did for 10 ms (every P busy, none blocked in the poller): fd
-    // readiness must not wait for a P to run out of work (Go's sysmon does the same).
+    // Poll the network if nobody did for 10 ms (every P busy with CPU-bound goroutines, none
+    // blocked in the poller): fd readiness, such as a debug endpoint's request, must not wait
+    // for a P to run out of work (Go's sysmon does the same).
     if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked() &&
         now - netpoll_last_poll() > kNetpollStaleNs) {
       G* list = nullptr;
       int n = netpoll(0, &list);
       if (n > 0) {
-        inject_netpoll_batch(list, n);
-        idle = 0;
-      }
-    }
-    // Go's sysmon: poll the network when nobody has for 10 ms. While every P runs CPU-bound
-    // goroutines no M reaches find_runnable's poll and none sleeps in the poller, so I/O
-    // readiness (a debug endpoint's request) would wait for the next idle M.
-    if (netpoll_inited() && netpoll_any_waiters() && !netpoll_blocked() &&
-        now - netpoll_last_poll() > kForcePreemptNs) {
-      G* list = nullptr;
-      if (int n = netpoll(0, &list); n > 0) {
         inject_netpoll_batch(list, n);
         idle = 0;
       }

@@ -11,8 +11,10 @@
 // Who runs timers (no polling loop, no fixed tick):
 //  1. A P's own M, at every pass of find_runnable (that is, whenever a goroutine parks,
 //     yields or exits on it).
-//  2. A stealing M, for each victim it visits (a P busy with one long goroutine does not
-//     stall its timers).
+//  2. Every other M: every 8th pass of find_runnable it runs the due timers of one other P
+//     (round-robin), and a stealing M those of each victim it visits. So a P busy with one
+//     long goroutine (a spawn loop) does not hold its timers until the slice ends; what they
+//     ready runs on the M that fired them.
 //  3. The timer sleeper: the one idle M that sleeps with a timeout until the earliest
 //     deadline of all heaps; all other idle Ms sleep without one. Arming a timer earlier than
 //     the sleeper's deadline wakes it (wake_timer_sleeper); arming one from a plain thread
