@@ -574,7 +574,14 @@ TEST_P(HookTest, CloseWakesBlockedCallsWithEbadf) {
     EXPECT_LT(secs(t0), 10.0) << b.what;
     EXPECT_EQ(r, -1) << b.what;
     EXPECT_EQ(err, EBADF) << b.what;
-    EXPECT_EQ(gi::hook_fd_kind(b.fd), gi::HookFdKind::kUnmanaged) << b.what;
+    if (goro_test::kSanitizerBuild) {
+      // ASan's and UBSan's memory probes create pipes through the hooked pipe() and close them
+      // by raw syscalls, so the freed number may carry such a stale candidate entry (adopt()
+      // demotes one at its first use); the adoption that close ended must be gone.
+      EXPECT_NE(gi::hook_fd_kind(b.fd), gi::HookFdKind::kAdopted) << b.what;
+    } else {
+      EXPECT_EQ(gi::hook_fd_kind(b.fd), gi::HookFdKind::kUnmanaged) << b.what;
+    }
   }
   for (int fd : {p[1], q[0], sv[1]}) ::close(fd);
   if (!go()) ::close(ep);

@@ -714,7 +714,14 @@ TEST(GoroutinesLeft, MarksLeakedGoroutines) {
   Result r = run_program("marks_leaked");
   const std::string& out = r.proc.out;
   EXPECT_NE(out.find("2 goroutine(s) still running"), std::string::npos) << r.proc.describe();
-  EXPECT_EQ(goro_test::count_occurrences(out, "<- leaked"), 1) << r.proc.describe();
+  if (goro_test::kAsanBuild) {
+    // The scan is conservative: ASan's allocator and fake frames keep stale words that point
+    // into the leaked goroutine's stack, so under ASan the leak is often not provable: at
+    // most one mark, none is allowed.
+    EXPECT_LE(goro_test::count_occurrences(out, "<- leaked"), 1) << r.proc.describe();
+  } else {
+    EXPECT_EQ(goro_test::count_occurrences(out, "<- leaked"), 1) << r.proc.describe();
+  }
 }
 
 // ---- Cost -------------------------------------------------------------------------------------

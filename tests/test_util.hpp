@@ -89,6 +89,12 @@ inline constexpr bool kSanitizerBuild = true;
 inline constexpr bool kSanitizerBuild = false;
 #endif
 
+#if defined(GORO_ASAN) || defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAsanBuild = true;
+#else
+inline constexpr bool kAsanBuild = false;
+#endif
+
 #if defined(GORO_TSAN) || defined(__SANITIZE_THREAD__)
 inline constexpr bool kTsanBuild = true;
 #else

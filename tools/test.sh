@@ -12,12 +12,11 @@ mode=${1:-all}
 jobs=$(nproc)
 export DEBUGINFOD_URLS=""   # symbolization must never wait on the network
 
-run_suite() {  # build-dir, label, extra env...   ($EXCLUDE: a ctest -E regex of known failures)
+run_suite() {  # build-dir, label, extra env...
   local dir=$1 label=$2
   shift 2
   echo "=== tests: $label ==="
-  env "$@" ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 600 \
-    ${EXCLUDE:+-E "$EXCLUDE"}
+  env "$@" ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 600
 }
 
 configure_build() {  # dir, cmake args...
@@ -40,9 +39,6 @@ configure_build build/chaos -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGORO_CHAOS=ON -D
 run_suite build/chaos "scheduler chaos (random order, forced migration)" GORO_TEST_SCALE=0.2
 
 configure_build build/asan -DCMAKE_BUILD_TYPE=Debug -DGORO_SANITIZE=address -DGORO_BUILD_BENCH=OFF
-# Known failures under ASan only, open in the I/O and observability issues (see their notes):
-# ASan's own interceptors of open/read change what the libc hooks see.
-EXCLUDE='HookPlainTest.RegularFileIoFromGoroutineRunsInBlocking|HookOffTest.GoroHookZeroForwardsEverything|HookTest.CloseWakesBlockedCallsWithEbadf|GoroutinesLeft.MarksLeakedGoroutines' \
 run_suite build/asan "ASan+UBSan" GORO_TEST_SCALE=0.1 \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
