@@ -135,6 +135,16 @@ constexpr bool kChaos = true;
 constexpr bool kChaos = false;
 #endif
 
+// Checking builds (unoptimized, sanitizers, chaos) take a goroutine from waiting to runnable
+// with a compare-and-swap, so that two wakers racing to ready one goroutine - a bug in a
+// primitive - die with a message instead of queueing it twice. Release builds pay one
+// plain load and store on that path.
+#if !defined(NDEBUG) || defined(GORO_ASAN) || defined(GORO_TSAN) || defined(GORO_CHAOS)
+constexpr bool kCheckedReady = true;
+#else
+constexpr bool kCheckedReady = false;
+#endif
+
 }  // namespace
 
 // noipa: GCC must not infer that these only read memory and fold two calls around a switch;
@@ -386,18 +396,15 @@ void runqput(P* p, G* gp, bool next) {
   }
   for (;;) {
     if (p->runq.push(gp)) return;
-    // Full: move the older half of the queue to the global queue in one batch (Go's
-    // runqputslow), then queue gp here. Unlike Go, gp stays local: when a spawn burst keeps
-    // the queue full, a goroutine that a timer or a channel just readied would otherwise land
-    // behind every not-yet-started goroutine of the burst in the global queue (the 100,000-
-    // timer storm's p99 was that wait); here it waits for at most half a queue.
-    G* batch[decltype(p->runq)::kCapacity / 2];
+    // Full: move half of the queue plus gp to the global queue in one batch (runqputslow).
+    G* batch[decltype(p->runq)::kCapacity / 2 + 1];
     std::uint32_t n = p->runq.take_half(batch);
     if (n == 0) continue;
-    batch[n - 1]->schedlink = nullptr;
-    for (std::uint32_t i = 0; i + 1 < n; i++) batch[i]->schedlink = batch[i + 1];
+    batch[n] = gp;
+    for (std::uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
     LockGuard hold(sched.lock);
-    globrunqputbatch(batch[0], batch[n - 1], static_cast<int>(n));
+    globrunqputbatch(batch[0], batch[n], static_cast<int>(n + 1));
+    return;
   }
 }
 
@@ -1103,6 +1110,20 @@ void execute(M* m, G* gp, bool inherit) {
     stack_bind(&m->p->cache, gp);
     gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
   }
+  if constexpr (kCheckedReady) {
+    std::uint32_t st = kGRunnable;
+    if (!gp->status.compare_exchange_strong(st, kGRunning, std::memory_order_acq_rel)) {
+      RawBuf b;
+      b.str("fatal error: execute: goroutine ")
+          .udec(gp->goid)
+          .str(" is not runnable (status ")
+          .udec(st)
+          .str(")\n");
+      b.flush();
+      print_goroutine_header(gp, "");
+      die();
+    }
+  }
   m->curg.store(gp, std::memory_order_relaxed);
   gp->m = m;
   gp->status.store(kGRunning, std::memory_order_relaxed);
@@ -1668,7 +1689,13 @@ void ready(G* gp) noexcept {
     return;
   }
   std::uint32_t st = gp->status.load(std::memory_order_acquire);
-  if (st != kGWaiting) {
+  bool ok = st == kGWaiting;
+  if constexpr (kCheckedReady) {
+    ok = gp->status.compare_exchange_strong(st, kGRunnable, std::memory_order_acq_rel);
+  } else if (ok) {
+    gp->status.store(kGRunnable, std::memory_order_relaxed);
+  }
+  if (!ok) {
     RawBuf b;
     b.str("fatal error: ready: goroutine ")
         .udec(gp->goid)
@@ -1676,9 +1703,9 @@ void ready(G* gp) noexcept {
         .udec(st)
         .str(")\n");
     b.flush();
+    print_goroutine_header(gp, "");
     die();
   }
-  gp->status.store(kGRunnable, std::memory_order_relaxed);
   sched_track_runnable(gp);
   M* m = getm();
   if (m != nullptr && m->p != nullptr) {
