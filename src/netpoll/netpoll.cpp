@@ -1,5 +1,6 @@
 // netpoll.cpp - the network poller: poll descriptors, waiting for readiness, deadlines, and
-// the scheduler's poll (Go's runtime/netpoll.go; the kernel side is netpoll_epoll.cpp).
+// the scheduler's poll (Go's runtime/netpoll.go). The kernel side is netpoll_epoll.cpp or, with
+// GORO_NETPOLL=io_uring, netpoll_uring.cpp (netpoll_backend.cpp chooses).
 //
 // What it owns
 // ------------

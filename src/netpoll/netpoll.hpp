@@ -137,7 +137,7 @@ struct NetpollStats {
 };
 NetpollStats netpoll_stats() noexcept;
 
-// --- Backend contract (netpoll_epoll.cpp implements it; an io_uring backend would too).
+// --- Backend contract (netpoll_epoll.cpp, netpoll_uring.cpp; netpoll_backend.cpp picks one).
 // Tags identify a descriptor in the kernel's event data: (pointer | generation << 48), so an
 // event that names a descriptor since closed and reused is recognized as stale.
 

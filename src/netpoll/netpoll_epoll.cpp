@@ -1,5 +1,6 @@
 // netpoll_epoll.cpp - the Linux epoll backend of the network poller (Go's netpoll_epoll.go).
-// The contract is in netpoll.hpp, the descriptor and wait protocol in netpoll.cpp.
+// The contract is in netpoll.hpp, the descriptor and wait protocol in netpoll.cpp. Its functions
+// are epoll_backend_*: netpoll_backend.cpp picks this backend or io_uring's (netpoll_uring.cpp).
 //
 // What it owns: one epoll instance for the process and one eventfd, the break channel.
 //
@@ -16,7 +17,7 @@
 //    missing (ENOSYS, or EPERM from a seccomp filter that does not know it) epoll_wait is used
 //    with the delay rounded *up* to whole milliseconds, so a timer is never run early.
 //
-// Threads: netpoll_backend_poll runs on an M's g0 (several Ms may poll at once: epoll is
+// Threads: epoll_backend_poll runs on an M's g0 (several Ms may poll at once: epoll is
 // thread-safe; each edge goes to one of them). open/close/break run anywhere. All calls are
 // raw syscalls: interposed libc wrappers (a later hook layer) must never re-enter the runtime.
 #include <sys/epoll.h>
@@ -30,12 +31,13 @@
 
 #include "base/raw_log.hpp"
 #include "netpoll/netpoll.hpp"
+#include "netpoll/netpoll_backend.hpp"
 
 namespace goro::internal {
 
 namespace {
 
-int epfd = -1;  // written once by netpoll_backend_init (under netpoll.cpp's init lock)
+int epfd = -1;  // written once by epoll_backend_init (under netpoll.cpp's init lock)
 int evfd = -1;
 std::atomic<bool> have_pwait2{true};
 
@@ -74,7 +76,7 @@ long wait_events(epoll_event* evs, std::int64_t delay_ns) {
 
 }  // namespace
 
-int netpoll_backend_init() noexcept {
+int epoll_backend_init() noexcept {
   long ep = sys(SYS_epoll_create1, EPOLL_CLOEXEC);
   if (ep < 0) return static_cast<int>(-ep);
   long ev = sys(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -95,20 +97,20 @@ int netpoll_backend_init() noexcept {
   return 0;
 }
 
-int netpoll_backend_open(int fd, std::uint64_t tag) noexcept {
+int epoll_backend_open(int fd, std::uint64_t tag) noexcept {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = tag;
   return static_cast<int>(-sys(SYS_epoll_ctl, epfd, EPOLL_CTL_ADD, fd, &ev));
 }
 
-int netpoll_backend_close(int fd) noexcept {
+int epoll_backend_close(int fd) noexcept {
   epoll_event ev{};  // non-null for kernels before 2.6.9
   return static_cast<int>(-sys(SYS_epoll_ctl, epfd, EPOLL_CTL_DEL, fd, &ev));
 }
 
-int netpoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t, int, void*), void* arg,
-                         int* breaks) noexcept {
+int epoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t, int, void*), void* arg,
+                       int* breaks) noexcept {
   epoll_event evs[kMaxEvents];
   long n = wait_events(evs, delay_ns);
   if (n < 0) {
@@ -137,7 +139,7 @@ int netpoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t, int
   return got;
 }
 
-void netpoll_backend_break() noexcept {
+void epoll_backend_break() noexcept {
   std::uint64_t one = 1;
   for (;;) {
     long n = sys(SYS_write, evfd, &one, sizeof(one));
