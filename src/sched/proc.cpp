@@ -245,6 +245,14 @@ void globrunqputbatch(G* head, G* tail, int n) {
   sched.runqsize.fetch_add(n, std::memory_order_seq_cst);
 }
 
+// As globrunqputbatch, but at the head of the queue (runqput's overflow of woken goroutines).
+void globrunqputbatch_front(G* head, G* tail, int n) {
+  tail->schedlink = sched.runq_head;
+  sched.runq_head = head;
+  if (sched.runq_tail == nullptr) sched.runq_tail = tail;
+  sched.runqsize.fetch_add(n, std::memory_order_seq_cst);
+}
+
 // The injection queue: goroutines made runnable by threads without a P (go() and ready()
 // called from plain threads) are pushed here without a lock; consumers pop under sched.lock,
 // so there is one consumer at a time. Dmitry Vyukov's intrusive MPSC queue with a stub node:
@@ -396,14 +404,50 @@ void runqput(P* p, G* gp, bool next) {
   }
   for (;;) {
     if (p->runq.push(gp)) return;
-    // Full: move half of the queue plus gp to the global queue in one batch (runqputslow).
-    G* batch[decltype(p->runq)::kCapacity / 2 + 1];
+    // Full: take the older half of the queue (Go's runqputslow) and move it, with gp, to the
+    // global queue in one batch - except goroutines that have run before (woken by a timer, a
+    // channel, the poller: someone waits for them), which go back here, behind the newer half,
+    // when the batch has not-yet-started ones to move instead. A spawn burst keeps the queue
+    // full; Go's rule put the goroutines its timers woke behind every new goroutine of the
+    // burst in the global queue (the 100,000-timer storm's p99 was that wait: 1,000-3,000
+    // woken goroutines moved per run). Only the overflow path reads the Gs; the owner alone
+    // pushes, so the half it took out leaves room for those it puts back.
+    constexpr std::uint32_t kHalf = decltype(p->runq)::kCapacity / 2;
+    G* batch[kHalf + 1];
     std::uint32_t n = p->runq.take_half(batch);
     if (n == 0) continue;
-    batch[n] = gp;
-    for (std::uint32_t i = 0; i < n; i++) batch[i]->schedlink = batch[i + 1];
-    LockGuard hold(sched.lock);
-    globrunqputbatch(batch[0], batch[n], static_cast<int>(n + 1));
+    batch[n++] = gp;
+    G* keep[kHalf + 1];
+    std::uint32_t nkeep = 0, nmove = 0;
+    for (std::uint32_t i = 0; i < n; i++) {
+      if (batch[i]->sp != nullptr) {
+        keep[nkeep++] = batch[i];
+      } else {
+        batch[nmove++] = batch[i];
+      }
+    }
+    bool front = false;
+    if (nmove == 0) {
+      // All have run: more woken goroutines than the queue holds (a heap's worth of timers
+      // fired at once). They go to the head of the global queue, where the other Ps look
+      // first; at its tail they would wait for every new goroutine queued there.
+      std::copy(keep, keep + nkeep, batch);
+      nmove = nkeep;
+      nkeep = 0;
+      front = true;
+    }
+    for (std::uint32_t i = 0; i + 1 < nmove; i++) batch[i]->schedlink = batch[i + 1];
+    {
+      LockGuard hold(sched.lock);
+      if (front) {
+        globrunqputbatch_front(batch[0], batch[nmove - 1], static_cast<int>(nmove));
+      } else {
+        globrunqputbatch(batch[0], batch[nmove - 1], static_cast<int>(nmove));
+      }
+    }
+    for (std::uint32_t i = 0; i < nkeep; i++) {
+      if (!p->runq.push(keep[i])) fatal("runqput: no room for a goroutine put back");
+    }
     return;
   }
 }
