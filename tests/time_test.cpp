@@ -232,6 +232,10 @@ TEST_P(TimeTest, TimersFireInDeadlineOrder) {
       mode() != Mode::kGoroutines ||
       goro::gomaxprocs() > static_cast<int>(std::thread::hardware_concurrency());
   const int slack_ms = goro_test::kSanitizerBuild || kernel_orders ? 5 : 2;
+  // An attempt in which some sleeper woke more than 4 slacks late was disturbed by the
+  // machine (an M descheduled by the kernel: seen under ctest -j2 on 2 CPUs, a 2 ms inversion
+  // at GOMAXPROCS 2): its order is not judged, and another attempt is made.
+  const auto disturbed_after = std::chrono::milliseconds(4 * slack_ms);
   std::string last_failure;
   int undisturbed = 0;
   for (int attempt = 0; attempt < 6 && undisturbed == 0; attempt++) {
@@ -250,7 +254,7 @@ TEST_P(TimeTest, TimersFireInDeadlineOrder) {
           if (Clock::now() >= base) disturbed = true;
           goro::sleep_until(deadline);
           order[static_cast<std::size_t>(next.fetch_add(1))] = d;
-          if (Clock::now() > deadline + 20ms) disturbed = true;
+          if (Clock::now() > deadline + disturbed_after) disturbed = true;
         });
       }
     }
