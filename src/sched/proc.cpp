@@ -430,9 +430,9 @@ void runqput(P* p, G* gp, bool next) {
     if (nmove == 0) {
       // All have run: more woken goroutines than the queue holds (a heap's worth of timers
       // fired at once). They go to the head of the global queue, where the other Ps look
-      // first; at its tail they would wait for every new goroutine queued there.
-      std::copy(keep, keep + nkeep, batch);
-      nmove = nkeep;
+      // first; at its tail they would wait for every new goroutine queued there. (With
+      // nothing moved, batch still holds all n in order.)
+      nmove = n;
       nkeep = 0;
       front = true;
     }
