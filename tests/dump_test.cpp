@@ -358,7 +358,9 @@ TEST_P(DumpTest, NotStartedGoroutineShowsItsEntry) {
   EXPECT_TRUE(contains(b, "run_closure")) << b;
   // Under ASan, libdw finds no line for this return address (inside an instrumented lambda):
   // the creating function is still named; its file:line is checked in the other builds.
-  if (!goro_test::kSanitizerBuild) EXPECT_TRUE(contains(b, site(line))) << b;
+  if (!goro_test::kSanitizerBuild) {
+    EXPECT_TRUE(contains(b, site(line))) << b;
+  }
 }
 
 TEST_P(DumpTest, LongWaitShowsMinutes) {

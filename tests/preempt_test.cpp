@@ -476,6 +476,49 @@ TEST_F(PreemptOneProcTest, YieldingGoroutineGetsTheProcessorBackFromASpinner) {
   EXPECT_EQ(st->trials_done.load(), trials);
 }
 
+// A preempted goroutine queues behind the goroutine it held up: with GOMAXPROCS 1 the
+// queue-mate runs right after the preemption, not after a second slice (before, the preempted
+// spinner went to the global queue and the 1-in-61 fairness tick picked it again ahead of the
+// local queue in about one trial in 61). Each trial must take exactly one preemption.
+TEST_F(PreemptOneProcTest, PreemptedSpinnerQueuesBehindTheGoroutineItHeldUp) {
+  SKIP_WITHOUT_ASYNC();
+  if (goro_test::kChaosBuild) GTEST_SKIP() << "the chaos build randomizes run-queue order";
+  struct State {
+    std::atomic<bool> abort{false}, finished{false};
+    std::vector<std::uint64_t> preemptions;  // per trial; read after `finished`
+  };
+  const int trials = static_cast<int>(std::max<std::int64_t>(scaled(100), 20));
+  auto st = std::make_shared<State>();
+  goro::go([st, trials] {
+    for (int t = 0; t < trials && !st->abort.load(); t++) {
+      std::atomic<bool> stop{false};
+      goro::WaitGroup wg;
+      wg.add(1);
+      const auto c0 = counts();
+      goro::go([&stop, st, &wg] {
+        spin_until_either(stop, st->abort);
+        wg.done();
+      });
+      goro::yield();  // the spinner runs; only its preemption brings us back
+      const auto c1 = counts();
+      stop.store(true);
+      wg.wait();
+      st->preemptions.push_back((c1.async + c1.cooperative) - (c0.async + c0.cooperative));
+    }
+    st->finished.store(true);
+  });
+  if (!wait_until([&] { return st->finished.load(); }, 60)) {
+    st->abort.store(true);
+    wait_or_die([&] { return st->finished.load(); }, 30, "the yielding goroutine");
+    FAIL() << "the trials did not end within 60 s (" << describe(counts()) << ")";
+  }
+  ASSERT_EQ(st->preemptions.size(), static_cast<std::size_t>(trials));
+  for (int t = 0; t < trials; t++) {
+    EXPECT_EQ(st->preemptions[t], 1u) << "trial " << t << ": the yielding goroutine ran after "
+                                      << st->preemptions[t] << " preemptions";
+  }
+}
+
 // ---- 2. malloc/free and std::string under repeated preemption ------------------------------
 
 // A deterministic record that a worker keeps on the heap and checks later.

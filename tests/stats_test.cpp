@@ -680,7 +680,9 @@ TEST(SchedTrace, GoFormatLines) {
     sched_lines++;
     // Reports follow the period (100 ms), never back to back.
     const long ms = std::strtol(l.c_str() + 6, nullptr, 10);
-    if (last_ms >= 0) EXPECT_GE(ms - last_ms, 99) << r.err;
+    if (last_ms >= 0) {
+      EXPECT_GE(ms - last_ms, 99) << r.err;
+    }
     last_ms = ms;
     EXPECT_TRUE(goro_test::regex_search(
         l,

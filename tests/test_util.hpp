@@ -101,6 +101,13 @@ inline constexpr bool kTsanBuild = true;
 inline constexpr bool kTsanBuild = false;
 #endif
 
+// Scheduler-chaos builds randomize run-queue order (tests that check an order skip there).
+#if defined(GORO_CHAOS)
+inline constexpr bool kChaosBuild = true;
+#else
+inline constexpr bool kChaosBuild = false;
+#endif
+
 // ThreadSanitizer counts every live goroutine (a TSan fiber) against its limit of 8128
 // threads and dies beyond it, so under TSan a test may keep at most this many alive at once.
 inline constexpr std::int64_t kTsanMaxLive = 4000;

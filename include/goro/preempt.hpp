@@ -5,7 +5,8 @@
 // A goroutine that runs for more than 10 ms without entering the scheduler is preempted, as in
 // Go: the runtime's monitor thread (sysmon) asks it to yield. The request is honoured
 //  * cooperatively at the next runtime entry (a channel, lock, timer, go() or yield() call):
-//    when that call returns, the goroutine goes to the back of the global run queue;
+//    when that call returns, the goroutine goes to the back of the run queue: the global one
+//    when it holds work, else its processor's local queue (as goro::yield() does);
 //  * asynchronously, for a goroutine that makes no such calls: sysmon sends its thread SIGURG
 //    and the handler diverts the goroutine into the scheduler, but only at a safe point: the
 //    interrupted instruction is in the main executable's code (never inside libc, libstdc++
