@@ -106,7 +106,6 @@ constexpr std::size_t kPoolKeep = 4096;
 constexpr std::int64_t kScavengePeriodNs = 500'000'000;
 constexpr std::size_t kTrimKeep = 32 * 1024;
 constexpr std::size_t kCanaryBytes = 64;
-constexpr std::size_t kAltStackSize = 1024 * 1024;  // symbolizing in the handler needs room
 constexpr int kCreditBatch = 32;
 constexpr std::uintptr_t kKindMask = 0xfff;
 

@@ -12,6 +12,10 @@ namespace goro::internal {
 inline constexpr std::size_t kMinStackSize = 16 * 1024;
 inline constexpr std::size_t kMaxStackSize = std::size_t{1} << 30;
 inline constexpr std::size_t kDefaultStackSize = 256 * 1024;
+// Each M's alternate signal stack (its own mapping; symbolizing in the overflow handler needs
+// room). goro::debug::find_leaks skips exactly this range: the kernel may merge the mapping
+// with a neighbouring anonymous one (a malloc arena), which must still be scanned.
+inline constexpr std::size_t kAltStackSize = 1024 * 1024;
 
 // The default slot size for new goroutines.
 std::size_t stack_default_size() noexcept;
