@@ -200,30 +200,37 @@ double third() {
   return one / three;
 }
 
+// A floating-point environment for one goroutine: rounding mode, flush-to-zero and
+// denormals-are-zero, x87 precision control (bits 9:8).
+struct FpMode {
+  int round;
+  bool ftz_daz;
+  unsigned short precision;
+};
+
+void set_fp_mode(const FpMode& m) {
+  EXPECT_EQ(fesetround(m.round), 0);
+  unsigned csr = _mm_getcsr();
+  csr = m.ftz_daz ? (csr | kMxcsrFtz | kMxcsrDaz) : (csr & ~(kMxcsrFtz | kMxcsrDaz));
+  _mm_setcsr(csr);
+  set_x87_cw(static_cast<unsigned short>((x87_cw() & ~0x300) | m.precision));
+}
+
 TEST_P(ContextTest, FloatingPointControlStateIsPerGoroutine) {
   const int kIters = static_cast<int>(scaled(500));
   const unsigned main_csr = _mm_getcsr() & ~kMxcsrFlags;
   const unsigned short main_cw = x87_cw();
   const int main_round = fegetround();
-  struct Mode {
-    int round;
-    bool ftz_daz;
-    unsigned short precision;  // x87 precision control bits (9:8)
-  };
-  const Mode modes[] = {{FE_UPWARD, true, 0x000},     {FE_DOWNWARD, false, 0x200},
-                        {FE_TOWARDZERO, true, 0x300}, {FE_TONEAREST, false, 0x300},
-                        {FE_UPWARD, false, 0x200},    {FE_DOWNWARD, true, 0x000}};
+  const FpMode modes[] = {{FE_UPWARD, true, 0x000},     {FE_DOWNWARD, false, 0x200},
+                          {FE_TOWARDZERO, true, 0x300}, {FE_TONEAREST, false, 0x300},
+                          {FE_UPWARD, false, 0x200},    {FE_DOWNWARD, true, 0x000}};
   std::atomic<int> bad{0};
   goro::WaitGroup wg;
   wg.add(6);
   for (int gi = 0; gi < 6; gi++) {
     goro::go([&, gi] {
-      const Mode m = modes[gi];
-      EXPECT_EQ(fesetround(m.round), 0);
-      unsigned csr = _mm_getcsr();
-      csr = m.ftz_daz ? (csr | kMxcsrFtz | kMxcsrDaz) : (csr & ~(kMxcsrFtz | kMxcsrDaz));
-      _mm_setcsr(csr);
-      set_x87_cw(static_cast<unsigned short>((x87_cw() & ~0x300) | m.precision));
+      const FpMode m = modes[gi];
+      set_fp_mode(m);
       const unsigned want_csr = _mm_getcsr() & ~kMxcsrFlags;
       const unsigned short want_cw = x87_cw();
       const double want_third = third();
@@ -288,6 +295,84 @@ struct Boom : std::runtime_error {
   explicit Boom(const std::string& s, int n) : std::runtime_error(s), id(n) {}
   int id;
 };
+
+// The same per-goroutine state across channel ping-pong, where a parking goroutine switches
+// straight to the partner its send readied (the scheduler's direct switch, no g0 between):
+// two pairs, four different floating-point modes, each goroutine inside its own catch block
+// the whole time; afterwards `throw;` must rethrow each goroutine's own exception.
+TEST_P(ContextTest, PingPongKeepsPerGoroutineStateAcrossDirectSwitches) {
+  const int kIters = static_cast<int>(scaled(5000));
+  const FpMode modes[] = {{FE_UPWARD, true, 0x000},
+                          {FE_DOWNWARD, false, 0x200},
+                          {FE_TOWARDZERO, true, 0x300},
+                          {FE_TONEAREST, false, 0x300}};
+  std::atomic<int> bad{0};
+  goro::WaitGroup wg;
+  wg.add(4);
+  for (int pair = 0; pair < 2; pair++) {
+    goro::Chan<int> ping(0), pong(0);
+    for (int side = 0; side < 2; side++) {
+      const int gi = pair * 2 + side;
+      goro::go([&, gi, side, ping, pong] {
+        const FpMode m = modes[gi];
+        set_fp_mode(m);
+        const unsigned want_csr = _mm_getcsr() & ~kMxcsrFlags;
+        const unsigned short want_cw = x87_cw();
+        const double want_third = third();
+        std::vector<std::exception_ptr> keep;
+        keep.reserve(static_cast<std::size_t>(kIters));
+        try {
+          throw Boom("goroutine " + std::to_string(gi), gi);
+        } catch (const Boom&) {
+          for (int it = 0; it < kIters; it++) {
+            // A fresh exception caught in each round trip: the state that travels with the
+            // goroutine changes every time, so a switch that loses it cannot go unnoticed.
+            const int tag = gi * 1000000 + it;
+            try {
+              throw Boom("round trip", tag);
+            } catch (const Boom&) {
+              keep.push_back(std::current_exception());  // no address is reused for a later one
+              if (side == 0) {
+                ping.send(it);
+                if (pong.recv() != it) bad++;
+              } else {
+                if (ping.recv() != it) bad++;
+                pong.send(it);
+              }
+              try {
+                throw;
+              } catch (const Boom& b) {
+                if (b.id != tag && bad.fetch_add(1) < 5) {
+                  ADD_FAILURE() << "goroutine " << gi << " iteration " << it
+                                << " rethrew exception " << b.id << ", want " << tag;
+                }
+              }
+            }
+            if ((_mm_getcsr() & ~kMxcsrFlags) != want_csr || x87_cw() != want_cw ||
+                fegetround() != m.round || third() != want_third ||
+                std::uncaught_exceptions() != 0) {
+              if (bad.fetch_add(1) < 5) {
+                ADD_FAILURE() << "goroutine " << gi << " iteration " << it
+                              << ": floating-point state or exception count changed";
+              }
+            }
+          }
+          try {
+            throw;
+          } catch (const Boom& b) {
+            if (b.id != gi && bad.fetch_add(1) < 5) {
+              ADD_FAILURE() << "goroutine " << gi << " rethrew goroutine " << b.id
+                            << "'s exception";
+            }
+          }
+        }
+        wg.done();
+      });
+    }
+  }
+  wg.wait();
+  EXPECT_EQ(bad.load(), 0);
+}
 
 // A goroutine parks inside a catch block, resumes (possibly on another OS thread), and
 // rethrows with `throw;`: the outer handler sees the same exception object. Repeats until a

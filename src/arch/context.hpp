@@ -2,7 +2,8 @@
 //
 // A context is a stack pointer. A switch saves the running context's callee-saved state on its
 // own stack, stores its stack pointer, and resumes another context from its stack pointer.
-// Switches always go between a goroutine and its thread's g0 (the scheduler stack).
+// Switches go between a goroutine and its thread's g0 (the scheduler stack), except the
+// scheduler's direct switch from a parking goroutine to its successor (goro_switch_g_to_g).
 // make_context lays out a fresh stack so that the first switch into it enters
 // entry(arg) through goro_trampoline. Per-architecture code lives in arch/<arch>/.
 #pragma once
@@ -22,6 +23,7 @@ extern "C" {
 // the low 32 bits, the x87 control word above), kept by its M.
 void goro_switch_to_g0(void** save_sp, void* g0_sp, std::uint64_t* cw);
 void goro_switch_from_g0(void** save_sp, void* g_sp, std::uint64_t* cw);
+void goro_switch_g_to_g(void** save_sp, void* g_sp, std::uint64_t* cw);
 void goro_trampoline();
 }
 

@@ -50,7 +50,9 @@
 // --------------
 // Every blocking primitive queues a waiter record (the G: waiter()) in its own structure under
 // its own lock, then calls park(unlockf, lock). For a goroutine, park switches to g0 (mcall);
-// g0 marks the G waiting and only then runs unlockf, which releases the primitive's lock. A
+// g0 marks the G waiting and only then runs unlockf, which releases the primitive's lock (or,
+// when runnext holds a goroutine that has run before, park switches straight to it and that
+// goroutine does g0's part when it resumes: "The direct switch", at park_direct). A
 // waker, which must take that lock to find the G, can therefore never ready a G that is still
 // running on its stack. ready() marks it runnable and queues it on the current P's runnext
 // (inheriting the time slice, so a ping-pong pair runs back to back) and calls wakep(). A
@@ -399,7 +401,7 @@ void runqput(P* p, G* gp, bool next) {
     }
   }
   if (next) {
-    gp = p->runq.put_next(gp);
+    gp = p->runq.put_next(gp, sched.gomaxprocs.load(std::memory_order_relaxed) == 1);
     if (gp == nullptr) return;
   }
   for (;;) {
@@ -1146,14 +1148,11 @@ inline void record_sched_latency(PStats* s, std::int64_t ns) {
   pstat_add(s->lat_sum_ns, static_cast<std::uint64_t>(ns));
 }
 
-// g0 → gp. Returns (on g0) when gp calls mcall. A goroutine that does not inherit the time
-// slice starts a new one: the P's schedtick, which sysmon watches, moves on.
-void execute(M* m, G* gp, bool inherit) {
-  if (gp->sp == nullptr) {
-    // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
-    stack_bind(&m->p->cache, gp);
-    gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
-  }
+// gp becomes m's running goroutine (from g0 in execute, from the parking goroutine in
+// park_direct): the bookkeeping of a switch-in, short of the switch itself. A goroutine that
+// does not inherit the time slice starts a new one: the P's schedtick, which sysmon watches,
+// moves on.
+inline void begin_run(M* m, G* gp, bool inherit) {
   if constexpr (kCheckedReady) {
     std::uint32_t st = kGRunnable;
     if (!gp->status.compare_exchange_strong(st, kGRunning, std::memory_order_acq_rel)) {
@@ -1182,6 +1181,16 @@ void execute(M* m, G* gp, bool inherit) {
     gp->runnable_since = 0;
   }
   restore_eh(m, gp);
+}
+
+// g0 → gp. Returns (on g0) when gp calls mcall.
+void execute(M* m, G* gp, bool inherit) {
+  if (gp->sp == nullptr) {
+    // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
+    stack_bind(&m->p->cache, gp);
+    gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
+  }
+  begin_run(m, gp, inherit);
 #if defined(GORO_ASAN)
   __sanitizer_start_switch_fiber(&m->asan_g0_fake_stack, reinterpret_cast<void*>(gp->stack_lo),
                                  gp->stack_hi - gp->stack_lo);
@@ -1193,6 +1202,17 @@ void execute(M* m, G* gp, bool inherit) {
 #if defined(GORO_ASAN)
   __sanitizer_finish_switch_fiber(m->asan_g0_fake_stack, nullptr, nullptr);
 #endif
+}
+
+void finish_direct_park(M* m, G* self);
+
+// First thing a goroutine does when it resumes (from mcall or park_direct): if the goroutine
+// that ran before it on this M parked by switching straight to it, finish that park here.
+inline void after_switch_in(G* self) {
+  M* m = self->m;
+  if (m->direct_prev != nullptr) [[unlikely]] {
+    finish_direct_park(m, self);
+  }
 }
 
 // The caller's side of a switch back to g0: on return the goroutine has been resumed, maybe
@@ -1226,6 +1246,7 @@ void mcall(G* gp, G* (*fn)(M*, G*), bool dying = false) {
 #if defined(GORO_ASAN)
   __sanitizer_finish_switch_fiber(gp->asan_fake_stack, nullptr, nullptr);
 #endif
+  after_switch_in(gp);
 }
 
 // Hands m's P to another M (or the idle list) while m blocks without running goroutines (a
@@ -1315,6 +1336,9 @@ void schedule_loop_body(M* m) {
       }
     }
     execute(m, gp, inherit);
+    // The goroutine that switched back is m's current one: not gp when gp parked by a direct
+    // switch to another goroutine (park_direct), which then called mcall.
+    gp = m->curg.load(std::memory_order_relaxed);
     auto fn = m->mcall_fn;
     m->mcall_fn = nullptr;
     m->curg.store(nullptr, std::memory_order_relaxed);
@@ -1395,6 +1419,80 @@ G* park_m(M* m, G* gp) {
     return gp;  // cancelled: run it again at once
   }
   return nullptr;
+}
+
+// The direct switch
+// -----------------
+// A goroutine that parks while its P's runnext holds a goroutine that has run before (the
+// partner of a ping-pong, the waiter a send or unlock just readied) switches straight to it,
+// skipping g0: one switch instead of two, and no find_runnable. park_m's work - marking the
+// parker waiting, then running its unlock function - must still happen after the parker's
+// registers are saved, so the next goroutine does it on its own stack first thing when it
+// resumes (after_switch_in → finish_direct_park, through m->direct_prev).
+//  1. park_direct (on the parker's stack) checks that g0 has nothing to do that this switch
+//     would skip: the M is not locked to a goroutine, the P is not being retired, runnext is
+//     not locked to another M, and fewer than kDirectStreak direct switches ran since the M
+//     last went through g0 (so find_runnable's timers, global-queue fairness and netpoll
+//     checks still run at least every kDirectStreak parks). Chaos builds never take it.
+//  2. It takes runnext (the CAS find_runnable's pop makes; a thief may have taken it: then
+//     g0's path), raises next's preempt_off (a preemption signal must not divert next while
+//     it finishes the park, which is runtime code), does execute's bookkeeping (begin_run:
+//     next inherits the time slice, as from runnext) and switches.
+//  3. next, resumed on the same M, finds m->direct_prev: it marks the parker waiting, runs
+//     the unlock function (false: the park is cancelled and the parker goes back to runnext),
+//     and lowers its preempt_off.
+// A goroutine therefore resumes in mcall or in park_direct, never elsewhere, and both end
+// with after_switch_in. Goroutines never run (sp == null) go through g0: their first code is
+// goroutine_entry.
+constexpr std::uint32_t kDirectStreak = 64;
+
+void finish_direct_park(M* m, G* self) {
+  G* gp = m->direct_prev;
+  m->direct_prev = nullptr;
+  if (park_m(m, gp) != nullptr) {
+    // Cancelled (the unlock function found the wake-up already there): runnable again.
+    sched_track_runnable(gp);
+    runqput(m->p, gp, true);
+  }
+  self->preempt_off.store(self->preempt_off.load(std::memory_order_relaxed) - 1,
+                          std::memory_order_relaxed);
+}
+
+// Parks gp (its ParkArgs in gp->param) by switching straight to runnext; returns false, having
+// changed nothing, when g0's path must be taken. Returns after gp was readied and resumed.
+bool park_direct(G* gp) {
+  if constexpr (kChaos) return false;
+  M* m = gp->m;
+  P* p = m->p;
+  if (m->direct_streak >= kDirectStreak) {
+    m->direct_streak = 0;
+    return false;
+  }
+  G* next = p->runq.peek_next();
+  if (next == nullptr || next->sp == nullptr || next->lockedm != nullptr || m->lockedg != nullptr ||
+      gp->oslocks != 0 || !stack_canary_ok(gp) || p->retire.load(std::memory_order_relaxed) ||
+      !p->runq.take_next(next)) {
+    return false;
+  }
+  m->direct_streak++;
+  next->preempt_off.store(next->preempt_off.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+  save_eh(m, gp);
+  m->direct_prev = gp;
+  begin_run(m, next, true);
+#if defined(GORO_ASAN)
+  __sanitizer_start_switch_fiber(&gp->asan_fake_stack, reinterpret_cast<void*>(next->stack_lo),
+                                 next->stack_hi - next->stack_lo);
+#endif
+#if defined(GORO_TSAN)
+  __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+  goro_switch_g_to_g(&gp->sp, next->sp, &m->control_words);
+#if defined(GORO_ASAN)
+  __sanitizer_finish_switch_fiber(gp->asan_fake_stack, nullptr, nullptr);
+#endif
+  after_switch_in(gp);
+  return true;
 }
 
 // Gives up the P without blocking (yield and preemption): gp becomes runnable behind the work
@@ -1707,7 +1805,7 @@ void park_self(G* self, bool (*unlockf)(G*, void*), void* arg, WaitReason reason
     ParkArgs a{unlockf, arg};
     gp->param = reinterpret_cast<std::uintptr_t>(&a);
     gp->waitreason = reason;
-    mcall(gp, park_m);
+    if (!park_direct(gp)) mcall(gp, park_m);
     gp->waitreason = WaitReason::kNone;
     return;
   }

@@ -252,6 +252,12 @@ struct M {
   // What to run on g0 after the current goroutine switched away; returns a G to run at once
   // (a cancelled park) or null to schedule.
   G* (*mcall_fn)(M*, G*) = nullptr;
+  // The direct switch (proc.cpp, park_direct): the goroutine that parked by switching straight
+  // to this M's next goroutine, whose park that next goroutine finishes (the unlock that park_m
+  // runs on g0) first thing when it resumes; null otherwise. direct_streak counts the direct
+  // switches since the M last went through g0. Both are this M's own (its running goroutines).
+  G* direct_prev = nullptr;
+  std::uint32_t direct_streak = 0;
   EhGlobals* eh = nullptr;          // this thread's __cxa_eh_globals
   std::uint64_t control_words = 0;  // the thread's current MXCSR | x87 CW << 32 (arch switch)
   void* altstack = nullptr;

@@ -76,8 +76,28 @@ class RunQueue {
     }
   }
 
+  // Owner: runnext as it is now (a thief may take it at any moment; take_next decides).
+  T* peek_next() const noexcept { return runnext_.load(std::memory_order_relaxed); }
+
+  // Owner: takes runnext if it still holds x (false: a thief took it).
+  bool take_next(T* x) noexcept {
+    return runnext_.compare_exchange_strong(x, nullptr, std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+  }
+
   // Owner: makes x runnext and returns the goroutine it displaced (to be pushed), or null.
-  T* put_next(T* x) noexcept { return runnext_.exchange(x, std::memory_order_acq_rel); }
+  // `alone`: the caller knows no other P exists (GOMAXPROCS 1). Then an empty runnext is
+  // filled by a plain store, not an exchange: only the owner ever makes runnext non-null, so
+  // an empty one stays empty until it writes, and with no other P there is no spinning M whose
+  // re-check (proc.cpp, rule 3) needs the store ordered before the caller's wakep() reads.
+  // Should GOMAXPROCS grow meanwhile, a new thief's CAS still sees either null or x.
+  T* put_next(T* x, bool alone = false) noexcept {
+    if (alone && runnext_.load(std::memory_order_relaxed) == nullptr) {
+      runnext_.store(x, std::memory_order_release);
+      return nullptr;
+    }
+    return runnext_.exchange(x, std::memory_order_acq_rel);
+  }
 
   // Thief (the caller owns `this`, its own queue, usually empty): steals half of victim's
   // queue, at most as many as fit in this one, and returns one of the stolen items to run (the

@@ -1,7 +1,8 @@
 /* switch_x86_64_sysv_elf.S - goroutine context switch for x86-64, System V ABI, ELF, GNU as.
  *
- * Every switch goes through a thread's g0 (its scheduler stack): a goroutine switches to g0
- * when it parks, yields or exits, and g0 switches to the next goroutine. g0 runs only runtime
+ * Nearly every switch goes through a thread's g0 (its scheduler stack): a goroutine switches
+ * to g0 when it parks, yields or exits, and g0 switches to the next goroutine (the exception:
+ * goro_switch_g_to_g below). g0 runs only runtime
  * code, which never changes the floating-point control words, so only the goroutine's side
  * carries them. That halves the slow stmxcsr/fnstcw work of a round trip:
  *
@@ -17,7 +18,14 @@
  *       word only where they differ from the thread's current ones in *cw (ldmxcsr and fldcw
  *       are slow, and nearly every context uses the defaults), updating *cw.
  *
- * Both clobber only the caller-saved rax, rcx and r8, besides the stacks and *save_sp and *cw.
+ *   void goro_switch_g_to_g(void** save_sp, void* g_sp, uint64_t* cw);
+ *       The direct switch (sched/proc.cpp park_direct): from one goroutine straight to another,
+ *       skipping g0. Saves like goro_switch_to_g0 and resumes like goro_switch_from_g0. The
+ *       frame it leaves is the one goro_switch_to_g0 leaves, so either resume function
+ *       restores it.
+ *
+ * All three clobber only the caller-saved rax, rcx and r8, besides the stacks, *save_sp and
+ * *cw.
  *
  * Return prediction: a switch returns to a different place than it was called from, so a
  * `ret` would always miss in the CPU's return-stack buffer. Popping the resume address and
@@ -44,20 +52,23 @@
  */
 #include "frame_x86_64.h"
 
-        .text
-        .globl  goro_arch_text_begin
-        .hidden goro_arch_text_begin
-goro_arch_text_begin:
+/* The three switches are made of four steps. */
 
-        .globl  goro_switch_to_g0
-        .hidden goro_switch_to_g0
-        .type   goro_switch_to_g0, @function
+/* Opens a hidden function: symbol, alignment, CFI, and the CET landing pad. */
+.macro GORO_FUNC name
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
         .p2align 4
-goro_switch_to_g0:
+\name:
         .cfi_startproc
 #if defined(__CET__)
         endbr64
 #endif
+.endm
+
+/* Pushes the callee-saved registers and room for the control words: a SavedFrame. */
+.macro GORO_SAVE_FRAME
         pushq   %rbp
         pushq   %rbx
         pushq   %r12
@@ -65,6 +76,11 @@ goro_switch_to_g0:
         pushq   %r14
         pushq   %r15
         subq    $8, %rsp
+.endm
+
+/* Stores the running context's MXCSR and x87 control word in its frame and copies them to
+ * *cw (rdx): they are the thread's current ones. */
+.macro GORO_SAVE_CONTROL_WORDS
         stmxcsr GORO_FRAME_MXCSR(%rsp)
         fnstcw  GORO_FRAME_X87CW(%rsp)
         /* Copied with loads of the stores' own sizes: one 8-byte load of the two would miss
@@ -73,38 +89,11 @@ goro_switch_to_g0:
         movl    %eax, GORO_FRAME_MXCSR(%rdx)
         movzwl  GORO_FRAME_X87CW(%rsp), %eax
         movw    %ax, GORO_FRAME_X87CW(%rdx)
-        movq    %rsp, (%rdi)
-        movq    %rsi, %rsp
-        addq    $8, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %rbp
-        popq    %r8                 /* jump, not ret: see "Return prediction" above */
-        jmpq    *%r8
-        .cfi_endproc
-        .size   goro_switch_to_g0, .-goro_switch_to_g0
+.endm
 
-        .globl  goro_switch_from_g0
-        .hidden goro_switch_from_g0
-        .type   goro_switch_from_g0, @function
-        .p2align 4
-goro_switch_from_g0:
-        .cfi_startproc
-#if defined(__CET__)
-        endbr64
-#endif
-        pushq   %rbp
-        pushq   %rbx
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
-        subq    $8, %rsp
-        movq    %rsp, (%rdi)
-        movq    %rsi, %rsp
+/* Loads the resumed goroutine's control words from its frame where they differ from the
+ * thread's current ones in *cw (rdx), and updates *cw. */
+.macro GORO_LOAD_CONTROL_WORDS
         movl    GORO_FRAME_MXCSR(%rsp), %eax
         cmpl    GORO_FRAME_MXCSR(%rdx), %eax
         je      1f
@@ -115,17 +104,54 @@ goro_switch_from_g0:
         je      2f
         fldcw   GORO_FRAME_X87CW(%rsp)
         movw    %cx, GORO_FRAME_X87CW(%rdx)
-2:      addq    $8, %rsp
+2:
+.endm
+
+/* Pops the frame GORO_SAVE_FRAME pushed and jumps to its resume address. */
+.macro GORO_RESTORE_FRAME_AND_JUMP
+        addq    $8, %rsp
         popq    %r15
         popq    %r14
         popq    %r13
         popq    %r12
         popq    %rbx
         popq    %rbp
-        popq    %r8
+        popq    %r8                 /* jump, not ret: see "Return prediction" above */
         jmpq    *%r8
+.endm
+
+        .text
+        .globl  goro_arch_text_begin
+        .hidden goro_arch_text_begin
+goro_arch_text_begin:
+
+        GORO_FUNC goro_switch_to_g0
+        GORO_SAVE_FRAME
+        GORO_SAVE_CONTROL_WORDS
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+        GORO_RESTORE_FRAME_AND_JUMP
+        .cfi_endproc
+        .size   goro_switch_to_g0, .-goro_switch_to_g0
+
+        GORO_FUNC goro_switch_from_g0
+        GORO_SAVE_FRAME
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+        GORO_LOAD_CONTROL_WORDS
+        GORO_RESTORE_FRAME_AND_JUMP
         .cfi_endproc
         .size   goro_switch_from_g0, .-goro_switch_from_g0
+
+        GORO_FUNC goro_switch_g_to_g
+        GORO_SAVE_FRAME
+        GORO_SAVE_CONTROL_WORDS
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+        GORO_LOAD_CONTROL_WORDS
+        GORO_RESTORE_FRAME_AND_JUMP
+        .cfi_endproc
+        .size   goro_switch_g_to_g, .-goro_switch_g_to_g
 
         .globl  goro_trampoline
         .hidden goro_trampoline
