@@ -198,10 +198,12 @@ TEST_F(StackTest, SlotsAreReused) {
     wg.wait();
     if (round <= 2) after_burst = std::max(after_burst, reserved());
   }
-  // Up to four more slabs (a quarter of one burst): with the machine loaded by other work a
-  // later round was seen 1-3 slabs above the first three (where the scavenger and the
-  // caches stood when each round started). A leak of one burst's slots maps ~16 slabs.
-  EXPECT_LE(reserved(), after_burst + (std::size_t{4} << 24))
+  // Up to eight more slabs (half of one burst): free slots sit in whichever P's cache the
+  // goroutine exited on, and the P that binds the next burst's stacks maps a slab when its own
+  // cache and the pool are empty, so where the slots stand after each round moves the figure
+  // (loaded machines: 1-3 slabs above the first three rounds, once 6 in a clean-clone CI
+  // run). Leaking one burst's slots maps ~16 slabs, three later rounds' ~48.
+  EXPECT_LE(reserved(), after_burst + (std::size_t{8} << 24))
       << "bursts of 1000 keep mapping new stacks";
   EXPECT_LE(after_burst - warm, (1000 + 128) * goro::default_stack_size() + (16 << 20));
 }
