@@ -1189,6 +1189,7 @@ void execute(M* m, G* gp, bool inherit) {
     // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
     stack_bind(&m->p->cache, gp);
     gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
+    gp->started.store(true, std::memory_order_relaxed);
   }
   begin_run(m, gp, inherit);
 #if defined(GORO_ASAN)
@@ -1468,10 +1469,21 @@ bool park_direct(G* gp) {
     m->direct_streak = 0;
     return false;
   }
+  if (m->lockedg != nullptr || gp->oslocks != 0 || !stack_canary_ok(gp) ||
+      p->retire.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  // Until take_next succeeds a thief may be running `next`, so only its atomics may be read
+  // (`started`: a fresh goroutine, the common case after go(), goes through g0).
   G* next = p->runq.peek_next();
-  if (next == nullptr || next->sp == nullptr || next->lockedm != nullptr || m->lockedg != nullptr ||
-      gp->oslocks != 0 || !stack_canary_ok(gp) || p->retire.load(std::memory_order_relaxed) ||
+  if (next == nullptr || !next->started.load(std::memory_order_relaxed) ||
       !p->runq.take_next(next)) {
+    return false;
+  }
+  if (next->sp == nullptr || next->lockedm != nullptr) {
+    // Never run after all (the relaxed load may be older than take_next's acquire) or wired
+    // to another M (g0's path hands it over: startlockedm).
+    runqput(p, next, true);
     return false;
   }
   m->direct_streak++;
@@ -2078,6 +2090,7 @@ std::uint64_t newproc_start(G* gp, void (*run)(void*), void (*destroy)(void*)) {
   }
   gp->goid = lc->goid_next++;
   gp->sp = nullptr;  // the stack is bound when it first runs
+  gp->started.store(false, std::memory_order_relaxed);
 #if defined(GORO_TSAN)
   gp->tsan_fiber = __tsan_create_fiber(0);
 #endif

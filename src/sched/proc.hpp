@@ -83,6 +83,10 @@ struct alignas(64) G {
   std::uint64_t goid = 0;
   WaitReason waitreason = WaitReason::kNone;
   std::uint8_t stack_kind = kStackGuarded;
+  // Whether it has run (its stack is bound and sp saved): set by execute on the first run,
+  // cleared by newproc. Atomic because the direct switch (park_direct) reads it while a thief
+  // may be starting the goroutine.
+  std::atomic<bool> started{false};
   bool closure_on_heap = false;
   std::uint32_t closure_align = 0;  // alignment of a closure on the heap
   std::uint8_t migrate_tries = 0;   // chaos builds: how often it was bounced off its last M
