@@ -280,6 +280,69 @@ TEST_P(NetTest, EndOfStreamAndHalfClose) {
   tasks.join();
 }
 
+// A read that returns fewer bytes than asked for leaves the connection "drained": the next
+// read waits for the poller's edge before its syscall (net.cpp, "Reading a drained socket").
+// Each step checks one way that could lose data or hang: bytes that arrive between two reads
+// (their edge is recorded while nobody waits), a full read (not drained: the rest must be
+// read without a new edge), read_full across segments, a deadline while drained, and the last
+// bytes with the FIN behind them (the read that takes the bytes is short, and the end of
+// stream must still be reported without a new edge).
+TEST_P(NetTest, ReadsAfterAShortRead) {
+  net::Listener ln = net::listen("tcp", "127.0.0.1:0");
+  std::string addr = ln.addr();
+  std::atomic<int> step{0};
+  auto until = [&](int k) { park_until([&] { return step.load() >= k; }, 60, "test stalled"); };
+  Tasks tasks(mode());
+  tasks.spawn([&] {
+    net::Conn s = ln.accept();
+    s.write("a");
+    until(1);
+    s.write("bc");  // arrives while the client is not reading
+    step = 2;
+    until(3);
+    goro::sleep_for(20ms);  // the client is (most likely) parked by now
+    s.write("defg");
+    until(4);
+    s.write("h");
+    goro::sleep_for(20ms);
+    s.write("ij");
+    until(5);
+    s.write("k");
+    until(6);
+    s.write("l");
+    until(7);
+    s.write("m");  // and the FIN right behind it: one edge for both, or two
+    s.close();
+  });
+  tasks.spawn([&] {
+    net::Conn c = net::dial("tcp", addr);
+    char buf[64];
+    auto read = [&](std::size_t n) { return std::string(buf, c.read(buf, n)); };
+    EXPECT_EQ(read(sizeof(buf)), "a");  // short: drained
+    step = 1;
+    until(2);
+    goro::sleep_for(10ms);
+    EXPECT_EQ(read(sizeof(buf)), "bc");
+    step = 3;
+    EXPECT_EQ(read(2), "de");  // full: not drained
+    EXPECT_EQ(read(2), "fg");  // no edge comes for these
+    step = 4;
+    EXPECT_EQ(std::string(buf, c.read_full(buf, 3)), "hij");  // a short read, a wait, the rest
+    step = 5;
+    EXPECT_EQ(read(sizeof(buf)), "k");  // drained again
+    c.set_read_deadline(Clock::now() + 50ms);
+    expect_errc([&] { read(sizeof(buf)); }, std::errc::timed_out, "drained read past deadline");
+    c.set_read_deadline(net::no_deadline);
+    step = 6;
+    EXPECT_EQ(read(sizeof(buf)), "l");
+    step = 7;
+    EXPECT_EQ(read(sizeof(buf)), "m");  // short, but the FIN may be queued behind it
+    EXPECT_EQ(read(sizeof(buf)), "");   // end of stream without another edge
+    EXPECT_EQ(read(sizeof(buf)), "");
+  });
+  tasks.join();
+}
+
 TEST_P(NetTest, PeerResetIsAnErrorNotASignal) {
   net::Listener ln = net::listen("tcp", "127.0.0.1:0");
   std::string addr = ln.addr();

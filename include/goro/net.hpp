@@ -136,6 +136,9 @@ class GORO_API Conn {
 
   /// The socket's file descriptor, for setsockopt() and the like, or -1 for an empty Conn.
   /// Do not close it, change its O_NONBLOCK flag or read/write it behind the Conn's back.
+  /// With SO_RCVLOWAT set on it, a read() that follows a read() which returned less than
+  /// asked for waits until the low-water mark is reached (the kernel reports the socket
+  /// readable only then), where plain read(2) would return the bytes already there.
   int native_handle() const noexcept;
 
  private:

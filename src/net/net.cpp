@@ -25,7 +25,7 @@
 //  2. Readers lock rmu, writers wmu (parking while another reader/writer is active).
 //  3. poll_reset (fails at once if closing or the deadline passed), then loop: the syscall;
 //     on EAGAIN poll_wait, and on kPollOk retry. kPollClosing → bad_file_descriptor,
-//     kPollTimeout → timed_out.
+//     kPollTimeout → timed_out. (Reads differ: below.)
 //  4. Unlock, decref; the last decref after close() destroys.
 // close():
 //  1. CAS: set kClosed and take a reference (fails if kClosed was already set).
@@ -34,6 +34,27 @@
 //  3. decref. Whoever brings refs to 0: poll_close, close(2), set kDestroyed; if kHandle is
 //     clear by then, free the NetFd.
 // The destructor: close() if still open, clear kHandle; free the NetFd if kDestroyed was set.
+//
+// Reading a drained socket
+// ------------------------
+// A server's read loop (read a request, write the reply, read again) would make every second
+// read a read(2) that says EAGAIN, then wait: one syscall per request for nothing (Go's
+// netFD.Read does it). A TCP read that returns fewer bytes than asked for has emptied the
+// receive queue (tcp_recvmsg copies until the queue is empty or the buffer full), and every
+// segment that arrives afterwards wakes the socket's wait queue, which the poller reports as
+// an edge recorded in the read semaphore (with epoll ET and with io_uring's multishot poll
+// alike). So the next read skips that syscall: it waits on the semaphore first (returning at
+// once if an edge came meanwhile) and reads after.
+// What the short read does not consume is a FIN or an error that came with the data: the
+// next read(2) reports it (0, ECONNRESET) without any new edge, and its edge may have been
+// merged with the data's into the readiness this read consumed. So a short read counts as
+// draining only while the poller has seen no hang-up on the socket (poll_hup: the poller
+// records it before the readiness of the same event, so a reader that consumed that readiness
+// sees it). And reads never drop a recorded edge (poll_check, not poll_reset): a stale one
+// costs a read(2) that says EAGAIN, what every read cost before.
+// Correct as long as data never arrives without a wake-up; the one way to get that is
+// SO_RCVLOWAT set through native_handle(), and then waiting until the low-water mark is what
+// the option asks for.
 //
 // dial: socket, connect; on EINPROGRESS register with the poller, arm the write deadline and
 // wait for writability, then read SO_ERROR (a wake-up may be spurious: 0 is trusted only if
@@ -78,6 +99,9 @@ struct NetFd {
   std::atomic<std::uint64_t> state;
   goro::Mutex rmu;  // readers (read, read_full, accept)
   goro::Mutex wmu;  // writers (write)
+  // The last read returned fewer bytes than asked for: the receive queue was empty then (see
+  // "Reading a drained socket"). Guarded by rmu.
+  bool drained = false;
   // Set at creation, immutable.
   sockaddr_storage laddr{};
   sockaddr_storage raddr{};
@@ -203,16 +227,22 @@ void set_nodelay(int fd) {
 // --- I/O loops (steps 3 of a call). The caller holds a reference and rmu/wmu.
 
 std::size_t read_locked(NetFd* f, void* buf, std::size_t n, std::error_code& ec) {
-  if (int e = poll_reset(f->pd, kPollRead); e != kPollOk) {
+  // Drained: wait for an edge first (it may be recorded already) instead of a read that
+  // would say EAGAIN. Never drop a recorded edge here (see "Reading a drained socket").
+  int e = f->drained ? poll_wait(f->pd, kPollRead) : poll_check(f->pd, kPollRead);
+  if (e != kPollOk) {
     ec = poll_ec(e);
     return 0;
   }
   for (;;) {
     long r = sys(SYS_read, f->fd, buf, n);
-    if (r >= 0) return static_cast<std::size_t>(r);
+    if (r >= 0) {
+      f->drained = r > 0 && static_cast<std::size_t>(r) < n && !poll_hup(f->pd);
+      return static_cast<std::size_t>(r);
+    }
     if (r == -EINTR) continue;
     if (r == -EAGAIN) {
-      if (int e = poll_wait(f->pd, kPollRead); e != kPollOk) {
+      if (e = poll_wait(f->pd, kPollRead); e != kPollOk) {
         ec = poll_ec(e);
         return 0;
       }

@@ -139,6 +139,9 @@ struct alignas(64) PollDesc {
   // --- Closing and deadlines: written under `lock` (the deadline callback also CASes rd/wd to
   // -1), read without it.
   std::atomic<bool> closing{false};
+  // An event carried kPollHup (sticky until the next poll_open). Written by netpoll before it
+  // records the event's read readiness in rg.
+  std::atomic<bool> hup{false};
   std::atomic<std::int64_t> rd{0};  // 0 none, > 0 deadline, -1 expired
   std::atomic<std::int64_t> wd{0};
   // --- Identity: fd is written by poll_open before the descriptor is registered; gen is
@@ -337,6 +340,8 @@ void on_event(std::uint64_t tag, int modes, void* arg) {
   tsan_receive(pd);
   auto g = static_cast<std::uint32_t>(tag >> kTagShift);
   if ((pd->gen.load(std::memory_order_acquire) & 0xffff) != g) return;  // closed since: stale
+  // Before rg's update, which publishes it to the reader that consumes this readiness.
+  if ((modes & kPollHup) != 0) pd->hup.store(true, std::memory_order_release);
   if ((modes & kPollRead) != 0) {
     if (G* gp = unblock(&pd->rg, true)) add_ready(b, gp);
   }
@@ -364,6 +369,7 @@ PollDesc* poll_open(int fd, int* err) noexcept {
     pd->rg.store(0, std::memory_order_relaxed);
     pd->wg.store(0, std::memory_order_relaxed);
     pd->closing.store(false, std::memory_order_relaxed);
+    pd->hup.store(false, std::memory_order_relaxed);
     pd->rd.store(0, std::memory_order_relaxed);
     pd->wd.store(0, std::memory_order_relaxed);
     pd->rt.f = read_deadline_fired;
@@ -422,6 +428,14 @@ int poll_reset(PollDesc* pd, int mode) noexcept {
   std::uintptr_t v = kReady;
   sem(pd, mode)->compare_exchange_strong(v, 0, std::memory_order_relaxed);
   return kPollOk;
+}
+
+int poll_check(PollDesc* pd, int mode) noexcept {
+  return check_err(pd, mode);
+}
+
+bool poll_hup(const PollDesc* pd) noexcept {
+  return pd->hup.load(std::memory_order_acquire);
 }
 
 int poll_wait(PollDesc* pd, int mode) noexcept {

@@ -57,6 +57,10 @@ struct PollDesc;
 // Which direction a wait or a deadline is about (Go's 'r', 'w', 'r'+'w').
 enum PollMode : int { kPollRead = 1, kPollWrite = 2, kPollReadWrite = 3 };
 
+// In a backend event's modes, beside kPollRead/kPollWrite: the kernel reported the end of the
+// peer's stream or an error (EPOLLRDHUP, EPOLLHUP, EPOLLERR), or a poll that failed.
+constexpr int kPollHup = 4;
+
 // Results of poll_reset and poll_wait (Go's pollNoError, pollErrClosing, pollErrTimeout).
 enum PollResult : int {
   kPollOk = 0,       // ready (poll_wait) or clear to try the syscall (poll_reset)
@@ -85,6 +89,15 @@ void poll_evict(PollDesc* pd) noexcept;
 // kPollTimeout if the attempt must not be made, else drops a stale readiness notification
 // (the syscall is about to find out for itself) and returns kPollOk.
 int poll_reset(PollDesc* pd, int mode) noexcept;
+
+// poll_reset without dropping the readiness notification: for a caller that may wait on it
+// later without a syscall in between (goro::net's read of a drained socket).
+int poll_check(PollDesc* pd, int mode) noexcept;
+
+// Whether an event with kPollHup has arrived since poll_open (sticky). It is recorded before
+// the read readiness of the same event is: a caller that consumed that readiness (its
+// poll_wait returned kPollOk) and then reads false knows the event carried no hang-up.
+bool poll_hup(const PollDesc* pd) noexcept;
 
 // Blocks the caller until the fd may be ready in `mode` (kPollRead or kPollWrite), its
 // deadline passes, or pd is evicted. A goroutine parks (WaitReason kIORead/kIOWrite); a plain
@@ -148,8 +161,8 @@ int netpoll_backend_open(int fd, std::uint64_t tag) noexcept;
 // Stops watching fd. Returns 0 or an errno value.
 int netpoll_backend_close(int fd) noexcept;
 // Waits as netpoll describes, and calls ready(tag, modes) for each descriptor event
-// (modes: kPollRead|kPollWrite bits); returns the number of descriptor events. A break event
-// is consumed (and counted in *breaks) only when delay_ns != 0, so a pending break still ends
+// (modes: kPollRead|kPollWrite|kPollHup bits); returns the number of descriptor events. A break
+// event is consumed (and counted in *breaks) only when delay_ns != 0, so a pending break still ends
 // the next blocking poll.
 int netpoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t tag, int modes, void*),
                          void* arg, int* breaks) noexcept;

@@ -131,6 +131,7 @@ int epoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t, int, 
     int modes = 0;
     if ((e.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollRead;
     if ((e.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollWrite;
+    if ((e.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollHup;
     if (modes != 0) {
       ready(e.data.u64, modes, arg);
       got++;

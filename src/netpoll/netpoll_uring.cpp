@@ -267,6 +267,7 @@ int cqe_modes(std::int32_t res) {
   int modes = 0;
   if ((ev & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollRead;
   if ((ev & (POLLOUT | POLLHUP | POLLERR)) != 0) modes |= kPollWrite;
+  if ((ev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollHup;
   return modes;
 }
 
@@ -323,7 +324,7 @@ void handle(Reap* r, std::uint64_t ud, std::int32_t res, std::uint32_t flags) {
       again = s->ends.fetch_add(1, std::memory_order_relaxed) < 1;
     }
   } else if (res != -ECANCELED && res != -EINTR && res != -EAGAIN && res != -ENOMEM) {
-    r->ready(tag, kPollRead | kPollWrite, r->arg);  // the retried syscall reports the error
+    r->ready(tag, kPollRead | kPollWrite | kPollHup, r->arg);  // the retried syscall reports it
     r->got++;
     again = s->ends.fetch_add(1, std::memory_order_relaxed) < 2;
   }
