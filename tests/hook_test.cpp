@@ -244,6 +244,69 @@ TEST_P(HookTest, EverySocketDataCall) {
   ::close(sv[1]);
 }
 
+// Several readers and writers share one socket, on goroutines and plain threads, with small
+// socket buffers so that both directions keep filling up and draining: every byte must arrive
+// exactly once and nobody may hang. A waiter that consumes a readiness event may leave data
+// (or room) behind for the next one in line, which must then try its syscall again before it
+// waits (Io::wait in io_hooks.cpp).
+TEST_P(HookTest, ConcurrentReadersAndWritersOnOneSocket) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_EQ(::setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  const std::int64_t per_writer = goro_test::scaled(200000);
+  std::atomic<std::int64_t> bytes{0};
+  std::atomic<std::int64_t> sum{0};
+  std::atomic<int> writers_left{2};
+  Tasks t;
+  for (int r = 0; r < 4; r++) {
+    t.spawn(r == 3 ? !go() : go(), [&, r] {
+      char buf[8];
+      std::int64_t n_local = 0;
+      std::int64_t s_local = 0;
+      for (std::size_t want = 1 + static_cast<std::size_t>(r);; want = want % 7 + 1) {
+        ssize_t n = ::read(sv[0], buf, want);
+        if (n <= 0) {
+          EXPECT_EQ(n, 0) << "read: " << std::strerror(errno);
+          break;
+        }
+        for (ssize_t i = 0; i < n; i++) s_local += static_cast<unsigned char>(buf[i]);
+        n_local += n;
+      }
+      bytes += n_local;
+      sum += s_local;
+    });
+  }
+  for (int w = 0; w < 2; w++) {
+    t.spawn(w == 0 ? go() : !go(), [&, w] {
+      std::vector<char> burst(300);
+      std::int64_t sent = 0;
+      for (std::uint32_t k = 1; sent < per_writer; k++) {
+        std::size_t len = std::min<std::int64_t>(1 + (k * 97 + w * 31) % 300, per_writer - sent);
+        for (std::size_t i = 0; i < len; i++) burst[i] = static_cast<char>(1 + (i + k) % 200);
+        ASSERT_EQ(::write(sv[1], burst.data(), len), static_cast<ssize_t>(len));
+        sent += static_cast<std::int64_t>(len);
+      }
+      if (--writers_left == 0) ::shutdown(sv[1], SHUT_WR);
+    });
+  }
+  t.join(120);
+  std::int64_t want_sum = 0;
+  for (int w = 0; w < 2; w++) {
+    std::int64_t sent = 0;
+    for (std::uint32_t k = 1; sent < per_writer; k++) {
+      std::size_t len = std::min<std::int64_t>(1 + (k * 97 + w * 31) % 300, per_writer - sent);
+      for (std::size_t i = 0; i < len; i++) want_sum += 1 + (i + k) % 200;
+      sent += static_cast<std::int64_t>(len);
+    }
+  }
+  EXPECT_EQ(bytes.load(), 2 * per_writer);
+  EXPECT_EQ(sum.load(), want_sum);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
 TEST_P(HookTest, WriteOfAMegabyteIsWhole) {
   // A blocking write returns only when everything is written, however full the pipe gets.
   int p[2];

@@ -449,6 +449,10 @@ struct FdEntry {
   Lock mu;
   goro::Mutex rmu;
   goro::Mutex wmu;
+  // How many waits on pd have returned, per direction (Io::wait: whether a call must retry
+  // its syscall before waiting). Written under rmu / wmu.
+  std::atomic<std::uint32_t> rwaits{0};
+  std::atomic<std::uint32_t> wwaits{0};
 };
 
 constexpr int kChunkShift = 10;
@@ -740,8 +744,18 @@ int thread_wait(FdEntry* e, int fd, int mode, std::int64_t deadline) {
 // One managed call's waiting state: the direction's mutex, the PollDesc, the deadline.
 class Io {
  public:
-  Io(FdEntry* e, int fd, int mode, Ctx ctx, bool nb, std::int64_t deadline = -1)
-      : e_(e), fd_(fd), mode_(mode), ctx_(ctx), nb_(nb), deadline_(deadline) {}
+  // before_first_try: constructed before the call's first syscall, which lets wait() skip
+  // a syscall (see there).
+  Io(FdEntry* e, int fd, int mode, Ctx ctx, bool nb, std::int64_t deadline = -1,
+     bool before_first_try = true)
+      : e_(e),
+        fd_(fd),
+        mode_(mode),
+        ctx_(ctx),
+        nb_(nb),
+        before_first_try_(before_first_try),
+        deadline_(deadline),
+        waits0_(waits().load(std::memory_order_relaxed)) {}
   ~Io() {
     if (dl_set_) poll_set_deadline(pd_, 0, mode_);
     if (locked_) mu().unlock();
@@ -783,16 +797,22 @@ class Io {
         poll_set_deadline(pd_, deadline_, mode_);
         dl_set_ = true;
       }
-      return 0;  // the previous holder may have left data: try again before waiting
+      // Readiness that came after our failed syscall is still recorded in the PollDesc (a
+      // new PollDesc's registration reports the fd's state), unless a waiter that held the
+      // mutex meanwhile consumed it: that one may have left data (or room), so try the
+      // syscall again first. Otherwise wait at once: a syscall now could only fail again.
+      if (!before_first_try_ || waits().load(std::memory_order_relaxed) != waits0_) return 0;
     }
     bump(stat_parks);
     int r = poll_wait(pd_, mode_);
+    waits().store(waits().load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (r == kPollOk) return 0;
     return r == kPollClosing ? -EBADF : -ETIMEDOUT;
   }
 
  private:
   goro::Mutex& mu() { return mode_ == kPollRead ? e_->rmu : e_->wmu; }
+  std::atomic<std::uint32_t>& waits() { return mode_ == kPollRead ? e_->rwaits : e_->wwaits; }
 
   int wait_thread() {
     if (ctx_ != Ctx::kGo) return thread_wait(e_, fd_, mode_, deadline_);
@@ -807,10 +827,12 @@ class Io {
   int mode_;
   Ctx ctx_;
   bool nb_;
+  bool before_first_try_;
   bool locked_ = false;
   bool dl_set_ = false;
   bool fallback_ = false;
   std::int64_t deadline_;  // -1: not computed yet; 0: none
+  std::uint32_t waits0_;   // waits() before the first syscall
   PollDesc* pd_ = nullptr;
 };
 
@@ -1052,7 +1074,7 @@ bool wait_one(int fd, int mode, std::int64_t deadline, Recheck&& recheck, long* 
   FdEntry* e = io_entry(fd);
   if (e == nullptr || incref(e) != 1) return false;
   RefGuard ref(e);
-  Io io(e, fd, mode, Ctx::kGo, false, deadline);
+  Io io(e, fd, mode, Ctx::kGo, false, deadline, false);
   for (;;) {
     int w = io.wait();  // the first call only takes the direction's lock
     long r = recheck();
@@ -1247,7 +1269,7 @@ long epoll_go(int epfd, epoll_event* events, int max, std::int64_t timeout_ns,
     return 0;
   }
   RefGuard ref(e);
-  Io io(e, epfd, kPollRead, Ctx::kGo, false, deadline);
+  Io io(e, epfd, kPollRead, Ctx::kGo, false, deadline, false);
   for (;;) {
     int w = io.wait();
     if (w == -EBADF) return w;
