@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -339,6 +340,47 @@ TEST_P(NetTest, ReadsAfterAShortRead) {
     EXPECT_EQ(read(sizeof(buf)), "m");  // short, but the FIN may be queued behind it
     EXPECT_EQ(read(sizeof(buf)), "");   // end of stream without another edge
     EXPECT_EQ(read(sizeof(buf)), "");
+  });
+  tasks.join();
+}
+
+// TCP urgent data: a read stops short at the urgent mark with the bytes after it still
+// queued, so a short read there must not count as draining (the poller's EPOLLPRI). The
+// client corks "abc", the urgent "X" and "def" into one segment, which arrives while the
+// server's read waits: one event wakes it, and the read that follows returns "abc".
+TEST_P(NetTest, UrgentDataDoesNotStallReads) {
+  net::Listener ln = net::listen("tcp", "127.0.0.1:0");
+  std::string addr = ln.addr();
+  std::atomic<bool> reading{false};
+  Tasks tasks(mode());
+  tasks.spawn([&] {
+    net::Conn s = ln.accept();
+    std::string got;
+    char buf[64];
+    reading = true;
+    while (got.size() < 6) {
+      std::size_t n = s.read(buf, sizeof(buf));
+      ASSERT_GT(n, 0u) << "end of stream after \"" << got << "\"";
+      got.append(buf, n);
+    }
+    EXPECT_EQ(got, "abcdef");  // the urgent byte is not part of the stream
+    s.write("ok");
+  });
+  tasks.spawn([&] {
+    net::Conn c = net::dial("tcp", addr);
+    int fd = c.native_handle();
+    park_until([&] { return reading.load(); }, 60, "test stalled");
+    goro::sleep_for(20ms);  // the server's read is (most likely) waiting by now
+    int on = 1;
+    int off = 0;
+    ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+    c.write("abc");
+    ASSERT_EQ(::send(fd, "X", 1, MSG_OOB), 1);
+    c.write("def");
+    ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off), 0);
+    char buf[2];
+    EXPECT_EQ(c.read_full(buf, 2), 2u);
+    EXPECT_EQ(std::string(buf, 2), "ok");
   });
   tasks.join();
 }

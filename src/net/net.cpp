@@ -47,14 +47,14 @@
 // once if an edge came meanwhile) and reads after.
 // What the short read does not consume is a FIN or an error that came with the data: the
 // next read(2) reports it (0, ECONNRESET) without any new edge, and its edge may have been
-// merged with the data's into the readiness this read consumed. So a short read counts as
-// draining only while the poller has seen no hang-up on the socket (poll_hup: the poller
-// records it before the readiness of the same event, so a reader that consumed that readiness
-// sees it). And reads never drop a recorded edge (poll_check, not poll_reset): a stale one
-// costs a read(2) that says EAGAIN, what every read cost before.
-// Correct as long as data never arrives without a wake-up; the one way to get that is
-// SO_RCVLOWAT set through native_handle(), and then waiting until the low-water mark is what
-// the option asks for.
+// merged with the data's into the readiness this read consumed. Likewise TCP urgent data: a
+// read stops short at the urgent mark, with the bytes after it still queued. So a short read
+// counts as draining only while the poller has seen no hang-up, error or urgent data on the
+// socket (poll_hup: the poller records it before the readiness of the same event, so a reader
+// that consumed that readiness sees it). And reads never drop a recorded edge (poll_check, not
+// poll_reset): a stale one costs a read(2) that says EAGAIN, what every read cost before. Correct
+// as long as data never arrives without a wake-up; the one way to get that is SO_RCVLOWAT set
+// through native_handle(), and then waiting until the low-water mark is what the option asks for.
 //
 // dial: socket, connect; on EINPROGRESS register with the poller, arm the write deadline and
 // wait for writability, then read SO_ERROR (a wake-up may be spurious: 0 is trusted only if

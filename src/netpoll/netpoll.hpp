@@ -58,7 +58,9 @@ struct PollDesc;
 enum PollMode : int { kPollRead = 1, kPollWrite = 2, kPollReadWrite = 3 };
 
 // In a backend event's modes, beside kPollRead/kPollWrite: the kernel reported the end of the
-// peer's stream or an error (EPOLLRDHUP, EPOLLHUP, EPOLLERR), or a poll that failed.
+// peer's stream, an error or TCP urgent data (EPOLLRDHUP, EPOLLHUP, EPOLLERR, EPOLLPRI), or a
+// poll that failed: conditions after which a read may return less than the receive queue
+// holds, or something other than data, without a new event.
 constexpr int kPollHup = 4;
 
 // Results of poll_reset and poll_wait (Go's pollNoError, pollErrClosing, pollErrTimeout).
@@ -156,7 +158,8 @@ NetpollStats netpoll_stats() noexcept;
 
 // Creates the kernel poller and the break channel. Returns 0 or an errno value.
 int netpoll_backend_init() noexcept;
-// Starts watching fd for pd (edge-triggered read+write readiness). Returns 0 or an errno.
+// Starts watching fd for pd (edge-triggered read+write readiness, with hang-ups, errors and
+// urgent data). Returns 0 or an errno.
 int netpoll_backend_open(int fd, std::uint64_t tag) noexcept;
 // Stops watching fd. Returns 0 or an errno value.
 int netpoll_backend_close(int fd) noexcept;

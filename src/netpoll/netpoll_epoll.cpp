@@ -4,7 +4,8 @@
 //
 // What it owns: one epoll instance for the process and one eventfd, the break channel.
 //
-//  * Every fd is added once, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, with the descriptor's
+//  * Every fd is added once, EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET, with the
+//  descriptor's
 //    tag (pointer | generation << 48) as event data; it stays registered until poll_close
 //    (EPOLL_CTL_DEL). Edge-triggered: the kernel reports a change of readiness once, and the
 //    descriptor's semaphore remembers it until a waiter consumes it.
@@ -12,7 +13,8 @@
 //    stays readable until a *blocking* poll reads it, so a break that comes before the sleeper
 //    reaches epoll_wait still ends that wait. Non-blocking polls leave it alone.
 //  * Events map to directions as in Go: IN, RDHUP, HUP and ERR ready the reader; OUT, HUP and
-//    ERR the writer. An error is thus reported by the syscall the woken waiter retries.
+//    ERR the writer. An error is thus reported by the syscall the woken waiter retries. PRI
+//    (TCP urgent data) readies the reader too; PRI, RDHUP, HUP and ERR also set kPollHup.
 //  * Timeouts have nanosecond resolution through epoll_pwait2 (Linux 5.11); where that is
 //    missing (ENOSYS, or EPERM from a seccomp filter that does not know it) epoll_wait is used
 //    with the delay rounded *up* to whole milliseconds, so a timer is never run early.
@@ -99,7 +101,7 @@ int epoll_backend_init() noexcept {
 
 int epoll_backend_open(int fd, std::uint64_t tag) noexcept {
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = tag;
   return static_cast<int>(-sys(SYS_epoll_ctl, epfd, EPOLL_CTL_ADD, fd, &ev));
 }
@@ -129,9 +131,11 @@ int epoll_backend_poll(std::int64_t delay_ns, void (*ready)(std::uint64_t, int, 
       continue;
     }
     int modes = 0;
-    if ((e.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollRead;
+    if ((e.events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+      modes |= kPollRead;
+    }
     if ((e.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollWrite;
-    if ((e.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollHup;
+    if ((e.events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) modes |= kPollHup;
     if (modes != 0) {
       ready(e.data.u64, modes, arg);
       got++;

@@ -21,9 +21,9 @@
 //  * open: fstat rejects regular files, directories and block devices with EPERM (what epoll
 //    does: they cannot be polled; io_uring would instead complete a poll on them at once), then
 //    under sq_lock: new key, slot ← (key, tag), and one IORING_OP_POLL_ADD with
-//    IORING_POLL_ADD_MULTI, mask POLLIN|POLLOUT|POLLRDHUP|EPOLLET, user_data = key. Multishot
-//    poll is edge-triggered unless IORING_POLL_ADD_LEVEL is given (EPOLLET is accepted and is
-//    the default): every wake-up of the fd's wait queue that matches the mask posts one CQE
+//    IORING_POLL_ADD_MULTI, mask POLLIN|POLLPRI|POLLOUT|POLLRDHUP|EPOLLET, user_data = key.
+//    Multishot poll is edge-triggered unless IORING_POLL_ADD_LEVEL is given (EPOLLET is accepted
+//    and is the default): every wake-up of the fd's wait queue that matches the mask posts one CQE
 //    with IORING_CQE_F_MORE, as an epoll ET edge would, and arming checks the current state, so
 //    an fd already ready when armed posts at once. The descriptor's semaphore in netpoll.cpp
 //    records the edge until a waiter consumes it, exactly as with epoll.
@@ -122,7 +122,7 @@ constexpr unsigned kSqEntries = 256;
 constexpr unsigned kCqEntries = 16384;
 constexpr std::uint64_t kBreak = 0;                        // user_data of a break NOP
 constexpr std::uint64_t kRemove = std::uint64_t{1} << 63;  // POLL_REMOVE's own CQE: kRemove | key
-constexpr std::uint32_t kPollMask = POLLIN | POLLOUT | POLLRDHUP | EPOLLET;
+constexpr std::uint32_t kPollMask = POLLIN | POLLPRI | POLLOUT | POLLRDHUP | EPOLLET;
 
 // --- The ring (written once by uring_backend_init, under netpoll.cpp's init lock).
 int ring_fd = -1;
@@ -265,9 +265,9 @@ void flush_rearm(Reap* r) {
 int cqe_modes(std::int32_t res) {
   auto ev = static_cast<std::uint32_t>(res);
   int modes = 0;
-  if ((ev & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollRead;
+  if ((ev & (POLLIN | POLLPRI | POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollRead;
   if ((ev & (POLLOUT | POLLHUP | POLLERR)) != 0) modes |= kPollWrite;
-  if ((ev & (POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollHup;
+  if ((ev & (POLLPRI | POLLRDHUP | POLLHUP | POLLERR)) != 0) modes |= kPollHup;
   return modes;
 }
 
