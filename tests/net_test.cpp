@@ -344,6 +344,37 @@ TEST_P(NetTest, ReadsAfterAShortRead) {
   tasks.join();
 }
 
+// A reset that arrives while the connection is drained: the read that reports it and every
+// later read return at once (no new edge comes for a connection that is gone).
+TEST_P(NetTest, ReadsAfterAResetDoNotWait) {
+  net::Listener ln = net::listen("tcp", "127.0.0.1:0");
+  std::string addr = ln.addr();
+  std::atomic<int> step{0};
+  Tasks tasks(mode());
+  tasks.spawn([&] {
+    net::Conn s = ln.accept();
+    s.write("a");
+    park_until([&] { return step.load() >= 1; }, 60, "test stalled");
+    goro::sleep_for(20ms);  // the client's read is (most likely) waiting by now
+    linger lg{1, 0};        // close with RST
+    ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    s.close();
+  });
+  tasks.spawn([&] {
+    net::Conn c = net::dial("tcp", addr);
+    char buf[64];
+    EXPECT_EQ(c.read(buf, sizeof(buf)), 1u);  // short: drained
+    step = 1;
+    std::error_code ec;
+    for (int i = 0; i < 3; i++) {
+      std::size_t n = c.read(buf, sizeof(buf), ec);
+      EXPECT_EQ(n, 0u);
+      EXPECT_TRUE(ec == std::errc::connection_reset || (i > 0 && !ec)) << i << ": " << ec.message();
+    }
+  });
+  tasks.join();
+}
+
 // TCP urgent data: a read stops short at the urgent mark with the bytes after it still
 // queued, so a short read there must not count as draining (the poller's EPOLLPRI). The
 // client corks "abc", the urgent "X" and "def" into one segment, which arrives while the

@@ -51,10 +51,12 @@
 // read stops short at the urgent mark, with the bytes after it still queued. So a short read
 // counts as draining only while the poller has seen no hang-up, error or urgent data on the
 // socket (poll_hup: the poller records it before the readiness of the same event, so a reader
-// that consumed that readiness sees it). And reads never drop a recorded edge (poll_check, not
-// poll_reset): a stale one costs a read(2) that says EAGAIN, what every read cost before. Correct
-// as long as data never arrives without a wake-up; the one way to get that is SO_RCVLOWAT set
-// through native_handle(), and then waiting until the low-water mark is what the option asks for.
+// that consumed that readiness sees it), and a hang-up seen after the short read, or an error
+// returned, ends the draining too: no edge follows a reset. And reads never drop a recorded edge
+// (poll_check, not poll_reset): a stale one costs a read(2) that says EAGAIN, what every read cost
+// before. Correct as long as data never arrives without a wake-up; the one way to get that is
+// SO_RCVLOWAT set through native_handle(), and then waiting until the low-water mark is what the
+// option asks for.
 //
 // dial: socket, connect; on EINPROGRESS register with the poller, arm the write deadline and
 // wait for writability, then read SO_ERROR (a wake-up may be spurious: 0 is trusted only if
@@ -229,7 +231,8 @@ void set_nodelay(int fd) {
 std::size_t read_locked(NetFd* f, void* buf, std::size_t n, std::error_code& ec) {
   // Drained: wait for an edge first (it may be recorded already) instead of a read that
   // would say EAGAIN. Never drop a recorded edge here (see "Reading a drained socket").
-  int e = f->drained ? poll_wait(f->pd, kPollRead) : poll_check(f->pd, kPollRead);
+  bool wait_first = f->drained && !poll_hup(f->pd);  // a hang-up since: read(2) reports it
+  int e = wait_first ? poll_wait(f->pd, kPollRead) : poll_check(f->pd, kPollRead);
   if (e != kPollOk) {
     ec = poll_ec(e);
     return 0;
@@ -248,6 +251,7 @@ std::size_t read_locked(NetFd* f, void* buf, std::size_t n, std::error_code& ec)
       }
       continue;
     }
+    f->drained = false;  // an error (ECONNRESET) is no proof of an empty queue
     ec = errno_ec(static_cast<int>(-r));
     return 0;
   }
