@@ -34,7 +34,9 @@
 //         exactly (errno included; cancellation points stay cancellation points);
 //       unmanaged fd, kGo: libc's function inside goro::blocking (the P is handed to another
 //         thread if the call is slow), errno carried back (below);
-//       candidate, kPlain/kNoPark: libc's function (the kernel's O_NONBLOCK is the user's);
+//       candidate, kPlain/kNoPark: libc's function (the kernel's O_NONBLOCK is the user's;
+//         if a goroutine adopts the fd meanwhile and libc's call fails with EAGAIN that the
+//         user did not ask for, the call is redone as on an adopted fd);
 //       candidate, kGo, user non-blocking (or MSG_DONTWAIT): one raw syscall, EAGAIN as asked;
 //       candidate, kGo, user blocking: adopt it (set O_NONBLOCK on the kernel fd), then as
 //         adopted;
@@ -866,7 +868,20 @@ long fd_call(int fd, int mode, bool call_nb, Fwd&& fwd, Op&& op) {
   Ctx ctx = ctx_of(getg());
   if (ctx != Ctx::kGo) {
     if (e == nullptr || e->kind.load(std::memory_order_acquire) != kKindAdopted) {
-      return static_cast<long>(fwd());
+      int saved = errno;
+      long r = static_cast<long>(fwd());
+      // A goroutine may have adopted the fd while this call was on its way into the kernel,
+      // which then saw the runtime's O_NONBLOCK instead of the user's blocking mode: wait as
+      // a call on an adopted fd does.
+      if (r < 0 && errno == EAGAIN && e != nullptr && !call_nb &&
+          e->kind.load(std::memory_order_acquire) == kKindAdopted &&
+          !e->user_nb.load(std::memory_order_relaxed)) {
+        long m = 0;
+        errno = saved;
+        if (run_managed(e, fd, mode, ctx, call_nb, op, &m)) return libc_ret(m);
+        errno = EAGAIN;
+      }
+      return r;
     }
     long r = 0;
     if (!run_managed(e, fd, mode, ctx, call_nb, op, &r)) return static_cast<long>(fwd());
