@@ -872,13 +872,19 @@ long fd_call(int fd, int mode, bool call_nb, Fwd&& fwd, Op&& op) {
       long r = static_cast<long>(fwd());
       // A goroutine may have adopted the fd while this call was on its way into the kernel,
       // which then saw the runtime's O_NONBLOCK instead of the user's blocking mode: wait as
-      // a call on an adopted fd does.
+      // a call on an adopted fd does. An adoption still in progress (it holds mu from setting
+      // O_NONBLOCK until it marks the entry adopted) is waited for first.
       if (r < 0 && errno == EAGAIN && e != nullptr && !call_nb &&
-          e->kind.load(std::memory_order_acquire) == kKindAdopted &&
           !e->user_nb.load(std::memory_order_relaxed)) {
-        long m = 0;
-        errno = saved;
-        if (run_managed(e, fd, mode, ctx, call_nb, op, &m)) return libc_ret(m);
+        if (e->kind.load(std::memory_order_acquire) == kKindCandidate) {
+          NoAsync na;
+          LockGuard hold(e->mu);
+        }
+        if (e->kind.load(std::memory_order_acquire) == kKindAdopted) {
+          long m = 0;
+          errno = saved;
+          if (run_managed(e, fd, mode, ctx, call_nb, op, &m)) return libc_ret(m);
+        }
         errno = EAGAIN;
       }
       return r;
