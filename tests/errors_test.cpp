@@ -106,6 +106,46 @@ TEST(Errors, StackOverflow) {
       << r.describe();
 }
 
+// A fault that is not a stack overflow, with no handler of the application's: the process
+// still dies of SIGSEGV (core dump included), after a report naming the signal, the fault
+// address, the goroutine and its creation site, and the faulting stack symbolized. The
+// sanitizers install their own SIGSEGV handler, which then reports instead.
+TEST(Errors, FaultInGoroutineIsReportedWithGoroutineAndStack) {
+  if (goro_test::kSanitizerBuild) GTEST_SKIP() << "the sanitizer's SIGSEGV handler reports";
+  auto r = run_testprog("fault_in_goroutine");
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_EQ(r.term_signal, SIGSEGV) << r.describe();
+  std::string id = capture(r.out, "id=([0-9]+)");
+  ASSERT_FALSE(id.empty()) << r.describe();
+  EXPECT_TRUE(goro_test::regex_search(
+      r.err, "fatal error: unexpected signal SIGSEGV \\(code [0-9]+, fault address 0x0,"))
+      << r.describe();
+  EXPECT_NE(r.err.find("goroutine " + id + " \"faulty\" [running]"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.err.find("testprog.cpp:" + capture(r.out, "line=([0-9]+)")), std::string::npos)
+      << "creation site\n"
+      << r.describe();
+  // The faulting function is the first frame of the stack, then its caller, the goroutine.
+  const auto stack = r.err.find("faulting stack");
+  ASSERT_NE(stack, std::string::npos) << r.describe();
+  const auto fn = r.err.find("write_through_null", stack);
+  EXPECT_NE(fn, std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("fault_in_goroutine", fn), std::string::npos) << r.describe();
+}
+
+TEST(Errors, FaultOnPlainThreadIsReported) {
+  if (goro_test::kSanitizerBuild) GTEST_SKIP() << "the sanitizer's SIGSEGV handler reports";
+  auto r = run_testprog("fault_on_thread");
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_EQ(r.term_signal, SIGSEGV) << r.describe();
+  EXPECT_NE(r.err.find("fatal error: unexpected signal SIGSEGV"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.err.find("not one of the runtime's"), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("write_through_null", r.err.find("faulting stack")), std::string::npos)
+      << r.describe();
+}
+
 TEST(Errors, BadGomaxprocsEnvironmentWarnsAndUsesDefault) {
   auto def = run_testprog("print_procs", {{"GOMAXPROCS", std::nullopt}});
   ASSERT_TRUE(def.exited && def.exit_code == 0) << def.describe();

@@ -1,7 +1,8 @@
 // stack.cpp - goroutine stack slots.
 //
 // What it owns: every goroutine stack, from mapping to reuse to release, and the SIGSEGV
-// handler that turns a guard-page hit into "goroutine N: stack overflow".
+// handler that turns a guard-page hit into "goroutine N: stack overflow" (and any other fault
+// the application does not handle into a crash report, debug/crash.hpp).
 //
 // Slots. A slot is `size` bytes of address space (default 256 KiB) mapped with MAP_NORESERVE
 // and MADV_NOHUGEPAGE (a transparent huge page would turn each stack into 2 MiB of RSS). The
@@ -81,6 +82,7 @@
 
 #include "base/platform.hpp"
 #include "base/raw_log.hpp"
+#include "debug/crash.hpp"
 
 #if defined(GORO_ASAN)
 #include <sanitizer/asan_interface.h>
@@ -344,7 +346,8 @@ bool is_custom(std::uint8_t kind) {
 }
 
 // The SIGSEGV/SIGBUS handler: a fault in the current goroutine's guard page is a stack
-// overflow; anything else goes to the previous handler.
+// overflow; anything else goes to the previous handler, or, where that is the default action,
+// is reported (debug/crash.hpp) before the process ends with the signal.
 void segv_handler(int sig, siginfo_t* info, void* uctx) {
   auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
   G* g = getg();
@@ -372,9 +375,10 @@ void segv_handler(int sig, siginfo_t* info, void* uctx) {
     old->sa_handler(sig);
     return;
   }
-  // Default action: reinstall it and return; the faulting instruction faults again and the
-  // kernel ends the process with the usual signal (and core dump).
+  // Default action: reinstall it, report, and return; the faulting instruction faults again
+  // and the kernel ends the process with the usual signal (and core dump).
   ::signal(sig, SIG_DFL);
+  crash_report(sig, info, uctx);
 }
 
 // Whether madvise(MADV_GUARD_INSTALL) works on an anonymous private mapping (Linux 6.13+;
@@ -426,6 +430,7 @@ void stack_init() noexcept {
   sa.sa_sigaction = segv_handler;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
+  crash_prepare();
   ::sigaction(SIGSEGV, &sa, &old_segv);
   ::sigaction(SIGBUS, &sa, &old_bus);
 }

@@ -144,6 +144,30 @@ int unlock_unlocked_goroutine() {
   wait_forever();
 }
 
+// ---- faults that are not stack overflows -------------------------------------------------
+
+volatile int* volatile g_null = nullptr;
+
+[[gnu::noinline]] NO_ASAN void write_through_null(int v) {
+  *g_null = v;
+  asm volatile("");
+}
+
+int fault_in_goroutine() {
+  say("line=%d\n", __LINE__); goro::go({.name = "faulty"}, [] {
+    say("id=%llu\n", static_cast<unsigned long long>(goro::this_goroutine::id()));
+    write_through_null(1);
+    g_sink = 1;  // not a tail call: the lambda's frame stays on the stack
+  });
+  wait_forever();
+}
+
+int fault_on_thread() {
+  (void)goro::gomaxprocs();  // the runtime (and its fault handler) is running
+  std::thread([] { write_through_null(2); }).join();
+  return 0;
+}
+
 // ---- stack overflow ------------------------------------------------------------------------
 
 [[gnu::noinline]] NO_ASAN int recurse_forever(int n) {
@@ -442,6 +466,8 @@ int main(int argc, char** argv) {
       {"wg_negative_goroutine", wg_negative_goroutine},
       {"unlock_unlocked_thread", unlock_unlocked_thread},
       {"unlock_unlocked_goroutine", unlock_unlocked_goroutine},
+      {"fault_in_goroutine", fault_in_goroutine},
+      {"fault_on_thread", fault_on_thread},
       {"stack_overflow_named", stack_overflow_named},
       {"stack_overflow_plain", stack_overflow_plain},
       {"stack_overflow_big_frames", stack_overflow_big_frames},
