@@ -749,7 +749,9 @@ enum class StopResult { kGotP, kNoP, kExit };
 // with sleep_until = "never" (A) before it reads the heaps' deadlines (B); timer_start
 // publishes its heap's deadline (A') before reading sleep_until (B'). All four are
 // sequentially consistent, so either (B) sees the new timer or (B') sees the sleeper and
-// wake_timer_sleeper wakes it.
+// wake_timer_sleeper wakes it. (B') reading kNoTimerSleeper (no sleeper yet, or one that has
+// left: it stores that value before it runs the due timers itself) puts (A) of the next sleeper
+// after it, so that sleeper's (B) sees the timer.
 StopResult stopm(M* m) {
   bool sleeper = false;
   {
@@ -788,7 +790,7 @@ StopResult stopm(M* m) {
       LockGuard hold(sched.lock);
       if (sched.timer_sleeper == m) {
         sched.timer_sleeper = nullptr;
-        sched.sleep_until.store(INT64_MAX, std::memory_order_seq_cst);
+        sched.sleep_until.store(kNoTimerSleeper, std::memory_order_seq_cst);
       }
       if (m->idle_listed) {
         // Timed out, or woken by wake_timer_sleeper or the poller: nobody took us from midle.
@@ -850,6 +852,9 @@ void wakep() noexcept {
   startm(nullptr, true);
 }
 
+// Takes sched.lock only when there is a sleeper and `when` comes before its deadline: with no
+// sleeper (kNoTimerSleeper) the comparison fails, so a burst of timers armed while every M is
+// busy (a 100,000-timer storm) does not line up on sched.lock.
 void wake_timer_sleeper(std::int64_t when) noexcept {
   if (when < sched.sleep_until.load(std::memory_order_seq_cst)) {  // (B')
     bool woke = false;

@@ -274,6 +274,10 @@ struct M {
 
 inline constexpr int kMaxProcs = 1024;
 
+// sched.sleep_until while no M is the timer sleeper: below every deadline, so that arming a
+// timer then takes no lock (an M that parks later becomes the sleeper and sees the timer).
+inline constexpr std::int64_t kNoTimerSleeper = INT64_MIN;
+
 // Process-wide scheduler state (Go's schedt).
 struct Sched {
   Lock lock;
@@ -300,9 +304,10 @@ struct Sched {
   std::atomic<std::uint64_t> goidgen{0};
   std::atomic<bool> started{false};
   // The idle M that sleeps until the earliest timer (see "Timers" in proc.cpp), under lock;
-  // sleep_until is its deadline (INT64_MAX when there is none), also read without the lock.
+  // sleep_until is its deadline (INT64_MAX while it has none), or kNoTimerSleeper while no M
+  // is the sleeper; also read without the lock.
   M* timer_sleeper = nullptr;
-  std::atomic<std::int64_t> sleep_until{INT64_MAX};
+  std::atomic<std::int64_t> sleep_until{kNoTimerSleeper};
   // M records whose threads exited (LockOSThread), for newm to reuse: M records are never
   // freed, so sysmon may read a stale p->m. Under lock.
   M* mfree = nullptr;
