@@ -56,6 +56,7 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
   s.t.when = when;
   s.t.f = wake_sleeper;
   s.t.arg = &s;
+  s.t.wakes_owner = true;  // wake_sleeper's ready is its last touch of s
   park(arm_sleep_timer, &s, WaitReason::kSleep);
   // The timer thread readied us from inside the callback and may still be finishing with the
   // Timer, which lives in this frame: wait until it has let go before the frame dies.

@@ -159,7 +159,8 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
     // lock, and once it sees null it trusts `running` to tell whether f is still to come (the
     // release store of heap = null below publishes this increment). A counter, not a flag: a
     // short-period timer can be due again, and run by another M, before this run ends.
-    t->running.fetch_add(1, std::memory_order_relaxed);
+    const bool counted = !(t->wakes_owner && t->period == 0);
+    if (counted) t->running.fetch_add(1, std::memory_order_relaxed);
     auto f = t->f;
     void* arg = t->arg;
     auto release = t->period > 0 ? nullptr : t->release;
@@ -177,7 +178,7 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
     h->lock.unlock();
     f(arg, now);
     // After this store the owner may free t (a timer_stop may be waiting for it).
-    t->running.fetch_sub(1, std::memory_order_release);
+    if (counted) t->running.fetch_sub(1, std::memory_order_release);
     if (release != nullptr) release(arg);
     h->lock.lock();
   }

@@ -23,6 +23,12 @@ struct Timer {
   // Optional: called after f's last run of a one-shot timer, once the timer is no longer
   // touched, so a timer that owns itself (goro::after) can free itself there.
   void (*release)(void* arg) = nullptr;
+  // A one-shot timer whose f readies the goroutine parked on it and then touches neither the
+  // timer nor arg (goro::sleep_until): that goroutine cannot get past its park, and so cannot
+  // stop or free the timer, before f readied it. Its run is not counted in `running`, so the
+  // woken goroutine's timer_stop returns at once instead of waiting out the rest of f (the
+  // ready's wake-up of another M) in sched_yield.
+  bool wakes_owner = false;
 
   // --- Written under the heap's lock; `heap` is also read without it (timer_stop).
   std::atomic<TimerHeap*> heap{nullptr};  // the heap it is queued in, or null
