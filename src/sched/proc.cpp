@@ -64,9 +64,10 @@
 // --------------------------------
 // A goroutine may resume on a different M than it parked on. Two kinds of per-thread state
 // must not be carried over by the compiler:
-//  * The runtime's own current M/G: read only through getm()/getg(), which are out of line
-//    and opaque to interprocedural analysis (noipa), so no caller can keep a thread-local
-//    address computed before a switch.
+//  * The runtime's own current M/G: read only through getm(), which is out of line and opaque
+//    to interprocedural analysis (noipa), and getg(), an asm load relative to the thread
+//    pointer (proc.hpp), so no caller can keep a thread-local address computed before a
+//    switch.
 //  * The C++ exception globals (__cxa_get_globals: caught exceptions and the uncaught count):
 //    copied into the G when it switches out and back into the running thread when it switches
 //    in, so `throw;` inside a catch block and std::uncaught_exceptions() work after a park.
@@ -124,6 +125,10 @@ namespace goro::internal {
 
 Sched sched;
 
+extern "C" {
+thread_local G* goro_tls_g = nullptr;
+}
+
 namespace {
 
 thread_local M* tls_m = nullptr;
@@ -149,7 +154,7 @@ constexpr bool kCheckedReady = false;
 
 }  // namespace
 
-// noipa: GCC must not infer that these only read memory and fold two calls around a switch;
+// noipa: GCC must not infer that getm only reads memory and fold two calls around a switch;
 // noinline alone keeps clang from caching the thread-local address.
 #if defined(__clang__)
 #define GORO_OPAQUE __attribute__((noinline))
@@ -161,16 +166,6 @@ GORO_OPAQUE M* getm() noexcept {
   M* m = tls_m;
   asm volatile("" : "+r"(m));
   return m;
-}
-
-// getg reads tls_m and then m->curg: two loads, so an asynchronous preemption between them
-// would let the goroutine resume on another M and return that M's old curg - a different
-// goroutine (whose preempt_off EnterRuntime would then raise). The handler never diverts a pc
-// inside this section (sysmon.cpp pc_preemptible).
-__attribute__((section("goro_nopreempt"))) GORO_OPAQUE G* getg() noexcept {
-  M* m = tls_m;
-  asm volatile("" : "+r"(m));
-  return m != nullptr ? m->curg.load(std::memory_order_relaxed) : nullptr;
 }
 
 const char* wait_reason_string(WaitReason r) noexcept {
@@ -1173,6 +1168,7 @@ inline void begin_run(M* m, G* gp, bool inherit) {
     }
   }
   m->curg.store(gp, std::memory_order_relaxed);
+  goro_tls_g = gp;
   gp->m = m;
   gp->status.store(kGRunning, std::memory_order_relaxed);
   gp->preempt.store(false, std::memory_order_relaxed);
@@ -1348,6 +1344,7 @@ void schedule_loop_body(M* m) {
     auto fn = m->mcall_fn;
     m->mcall_fn = nullptr;
     m->curg.store(nullptr, std::memory_order_relaxed);
+    goro_tls_g = nullptr;
     next = fn(m, gp);
     if (m->exiting) {
       m->exiting = false;

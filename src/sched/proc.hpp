@@ -320,10 +320,30 @@ struct Sched {
 
 extern Sched sched;
 
-// The current M / G, read so that the compiler cannot cache a thread-local address across a
-// switch (see "Per-thread state" in proc.cpp). getg() is null on g0 and plain threads.
+// The calling thread's running goroutine, or null (g0, plain threads): written only by its
+// own thread, wherever m->curg changes (begin_run; g0 after a switch back). C linkage so that
+// getg's assembly can name it; initial-exec, so that its offset from the thread pointer is a
+// link-time constant (one static TLS slot, also in a shared build).
+extern "C" {
+extern thread_local G* goro_tls_g __attribute__((tls_model("initial-exec"), visibility("hidden")));
+}
+
+// The current M, read so that the compiler cannot cache a thread-local address across a
+// switch (see "Per-thread state" in proc.cpp).
 M* getm() noexcept;
-G* getg() noexcept;
+
+// The current goroutine (null on g0 and plain threads). Inline, one load: the thread-pointer
+// relative read is an asm statement, so the compiler never keeps goro_tls_g's address (which
+// is per thread) across a switch that moved the goroutine to another M. Keeping the *value*
+// would be harmless: a goroutine is the same G on every M, and this runs only on it. A single
+// load is also atomic with respect to an asynchronous preemption.
+inline G* getg() noexcept {
+  std::uintptr_t off;
+  asm("movq goro_tls_g@gottpoff(%%rip), %0" : "=r"(off));
+  G* g;
+  asm volatile("movq %%fs:(%1), %0" : "=r"(g) : "r"(off));
+  return g;
+}
 
 // Starts the runtime if it is not running yet. Cheap after the first call.
 void ensure_started() noexcept;

@@ -100,10 +100,6 @@ extern "C" {
 void goro_async_preempt();
 extern const char goro_arch_text_begin[];
 extern const char goro_arch_text_end[];
-// Bounds of the functions a preemption must not interrupt (proc.cpp getg), placed by the
-// linker.
-extern const char __start_goro_nopreempt[];
-extern const char __stop_goro_nopreempt[];
 // Read by goro_async_preempt: the XSAVE component mask and the save area's size.
 __attribute__((visibility("hidden"))) std::uint64_t goro_xsave_mask = 0;
 __attribute__((visibility("hidden"))) std::uint64_t goro_xsave_size = 0;
@@ -166,10 +162,6 @@ bool env_is_zero(const char* name) {
 bool pc_preemptible(std::uintptr_t pc) {
   if (pc >= reinterpret_cast<std::uintptr_t>(goro_arch_text_begin) &&
       pc < reinterpret_cast<std::uintptr_t>(goro_arch_text_end)) {
-    return false;
-  }
-  if (pc >= reinterpret_cast<std::uintptr_t>(__start_goro_nopreempt) &&
-      pc < reinterpret_cast<std::uintptr_t>(__stop_goro_nopreempt)) {
     return false;
   }
   for (int i = 0; i < ntext_ranges; i++) {
