@@ -58,8 +58,9 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) noexcept {
   s.t.arg = &s;
   s.t.wakes_owner = true;  // wake_sleeper's ready is its last touch of s
   park(arm_sleep_timer, &s, WaitReason::kSleep);
-  // The timer thread readied us from inside the callback and may still be finishing with the
-  // Timer, which lives in this frame: wait until it has let go before the frame dies.
+  // Only the timer's callback readies us, and the runner let go of the Timer (which lives in
+  // this frame) before calling it (wakes_owner): this finds it off its heap and returns at
+  // once. Kept so that the frame never dies under a timer whatever woke us.
   timer_stop(&s.t);
 }
 
