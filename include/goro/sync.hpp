@@ -64,7 +64,8 @@ class GORO_API WaitGroup {
 
 /// A mutual exclusion lock that parks goroutines instead of blocking their threads, like Go's
 /// sync.Mutex: a brief spin (on a multi-core machine, while another P is running where the holder
-/// may be: at most 4 rounds of 30 pause instructions, a few microseconds), then FIFO parking;
+/// may be: at most 4 rounds of 30 pause instructions, a few microseconds, ending as soon as the
+/// mutex is seen unlocked), then FIFO parking;
 /// a waiter that has waited more than 1 ms switches the mutex into starvation mode, where
 /// unlock hands ownership directly to the first waiter, until the queue drains or a waiter got
 /// it quickly. Satisfies the C++ Lockable requirements
