@@ -84,7 +84,8 @@ METRICS = {
     "mutex": ["ns_per_op"],
     # The server's CPU time per round trip first: on 2 cores the one load client competes with
     # the server, so throughput and latency depend on how the CPUs are shared.
-    "echo": ["server_cpu_ns_per_rt", "rt_per_s", "p50_us", "p99_us"],
+    "echo": ["server_cpu_ns_per_rt", "rt_per_s", "p50_us", "p99_us", "server_user_ns_per_rt",
+             "server_sys_ns_per_rt"],
     # Unmodified hiredis (redis) and cpp-httplib (httplib, loaded by wrk): goroutines vs threads.
     "redis": ["rt_per_s", "cpu_ns_per_rt", "max_threads"],
     "httplib": ["req_per_s", "cpu_ns_per_req", "p50_us", "p99_us", "max_threads"],

@@ -14,7 +14,7 @@
 //     for the whole echo, check its bytes, record the round-trip time, send the next.
 //  3. Runs -warmup_ms (1,000) unmeasured, then measures for -seconds (5): round trips completed
 //     in the window, a latency histogram (64 sub-buckets per power of two: ~1.5% resolution),
-//     and the server's CPU time from /proc/<pid>/stat (utime + stime, all its threads) read at
+//     and the server's CPU time from /proc/<pid>/stat (utime and stime, all its threads) read at
 //     the window's start and end. On a 2-core machine the client competes with the server for
 //     the CPUs, so the server's CPU time per round trip is the figure to compare, beside
 //     throughput and latency.
@@ -23,6 +23,9 @@
 //     reads:
 //       rt_per_s              round trips per second in the window (all connections)
 //       server_cpu_ns_per_rt  the server's CPU time in the window / round trips
+//       server_user_ns_per_rt, server_sys_ns_per_rt  the same, split into user and kernel
+//                             time: the runtime's own work is in the first, the TCP stack's
+//                             (the same for every server) in the second
 //       p50_us, p99_us        round-trip latency percentiles (nearest rank)
 //       client_cpu_ns_per_rt  this client's CPU time / round trips (for reference)
 //       max_us, conns         the slowest round trip; connections open
@@ -163,8 +166,12 @@ void stop_server(const Server& s) {
   waitpid(s.pid, nullptr, 0);
 }
 
-// utime + stime of a process, in ns (from clock ticks).
-std::int64_t proc_cpu_ns(pid_t pid) {
+// A process's CPU time, all its threads, in ns (from clock ticks): user and kernel.
+struct ProcCpu {
+  std::int64_t user = 0, sys = 0;
+};
+
+ProcCpu proc_cpu(pid_t pid) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   FILE* f = std::fopen(path, "r");
@@ -182,7 +189,9 @@ std::int64_t proc_cpu_ns(pid_t pid) {
       2) {
     die("malformed %s", path);
   }
-  return static_cast<std::int64_t>((utime + stime) * (1'000'000'000.0 / sysconf(_SC_CLK_TCK)));
+  const double ns_per_tick = 1'000'000'000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {static_cast<std::int64_t>(static_cast<double>(utime) * ns_per_tick),
+          static_cast<std::int64_t>(static_cast<double>(stime) * ns_per_tick)};
 }
 
 std::int64_t self_cpu_ns() {
@@ -304,7 +313,8 @@ int main(int argc, char** argv) {
   const std::int64_t window_start = t0 + warmup_ms * 1'000'000;
   const std::int64_t window_end = window_start + seconds * 1'000'000'000;
   bool measuring = false;
-  std::int64_t rts = 0, server_cpu0 = 0, self_cpu0 = 0, measured_from = 0;
+  std::int64_t rts = 0, self_cpu0 = 0, measured_from = 0;
+  ProcCpu server_cpu0;
   Histogram hist;
   std::vector<epoll_event> evs(4096);
   for (;;) {
@@ -312,7 +322,7 @@ int main(int argc, char** argv) {
     if (!measuring && now >= window_start) {
       measuring = true;
       measured_from = now;
-      server_cpu0 = proc_cpu_ns(server.pid);
+      server_cpu0 = proc_cpu(server.pid);
       self_cpu0 = self_cpu_ns();
     }
     if (now >= window_end) break;
@@ -340,7 +350,10 @@ int main(int argc, char** argv) {
     }
   }
   const std::int64_t measured_to = bench::now_ns();
-  const std::int64_t server_cpu = proc_cpu_ns(server.pid) - server_cpu0;
+  const ProcCpu server_cpu1 = proc_cpu(server.pid);
+  const std::int64_t server_user = server_cpu1.user - server_cpu0.user;
+  const std::int64_t server_sys = server_cpu1.sys - server_cpu0.sys;
+  const std::int64_t server_cpu = server_user + server_sys;
   const std::int64_t self_cpu = self_cpu_ns() - self_cpu0;
 
   for (Conn& c : conns) {
@@ -355,6 +368,8 @@ int main(int argc, char** argv) {
   const double secs = static_cast<double>(measured_to - measured_from) / 1e9;
   bench::result("rt_per_s", static_cast<double>(rts) / secs, "rt/s");
   bench::result("server_cpu_ns_per_rt", static_cast<double>(server_cpu) / rts, "ns");
+  bench::result("server_user_ns_per_rt", static_cast<double>(server_user) / rts, "ns");
+  bench::result("server_sys_ns_per_rt", static_cast<double>(server_sys) / rts, "ns");
   bench::result("p50_us", hist.quantile(0.50) / 1e3, "us");
   bench::result("p99_us", hist.quantile(0.99) / 1e3, "us");
   bench::result("client_cpu_ns_per_rt", static_cast<double>(self_cpu) / rts, "ns");
@@ -362,10 +377,12 @@ int main(int argc, char** argv) {
   bench::result("conns", static_cast<double>(nconns), "conns");
   std::fprintf(stderr,
                "echo_client: %s, %lld conns, %.2f s: %lld round trips (%.0f/s), server CPU %.3f s "
-               "(%.0f ns/rt), client CPU %.3f s, p50 %.1f us, p99 %.1f us, max %.1f us\n",
+               "(%.0f ns/rt: user %.0f, kernel %.0f), client CPU %.3f s, p50 %.1f us, p99 %.1f us, "
+               "max %.1f us\n",
                server_path.c_str(), static_cast<long long>(nconns), secs,
                static_cast<long long>(rts), static_cast<double>(rts) / secs, server_cpu / 1e9,
-               static_cast<double>(server_cpu) / rts, self_cpu / 1e9, hist.quantile(0.5) / 1e3,
+               static_cast<double>(server_cpu) / rts, static_cast<double>(server_user) / rts,
+               static_cast<double>(server_sys) / rts, self_cpu / 1e9, hist.quantile(0.5) / 1e3,
                hist.quantile(0.99) / 1e3, hist.max() / 1e3);
   return 0;
 }
