@@ -162,8 +162,9 @@ def configs(quick: bool) -> list[Config]:
         Config("handoff", {"procs": 2}, ["goro", "go"]),
     ]
     # TCP echo (64-byte messages, one in flight per connection), the one load client
-    # bench_echo_client in front of goro's examples/echo_server.cpp and Go's net server.
-    echo = [Config("echo", {"conns": c, "seconds": 2 if quick else 3}, ["goro", "go"],
+    # bench_echo_client in front of goro's examples/echo_server.cpp, Go's net server and a
+    # hand-written epoll loop per CPU with no runtime (thread: the floor).
+    echo = [Config("echo", {"conns": c, "seconds": 2 if quick else 3}, ["goro", "go", "thread"],
                    driver="echo_client") for c in ((1000,) if quick else (100, 1000, 10000))]
     # Real third-party peers: hiredis in 1,000 goroutines vs 1,000 threads (GOMAXPROCS=2),
     # cpp-httplib's server under wrk with 1,000 connections: a goroutine per connection vs
