@@ -94,37 +94,42 @@ TEST_P(SchedTest, SpawnStorm) {
   EXPECT_EQ(ran.load(), kSpawners * per);
 }
 
+// One goroutine spawns n children that each work `busy` without yielding, so that the
+// spawner's P cannot run them all quickly; returns the OS threads they ran on.
+std::set<int> threads_of_one_spawners_children(int n, std::chrono::microseconds busy) {
+  std::mutex mu;
+  std::set<int> tids;
+  goro::WaitGroup wg;
+  wg.add(1);
+  goro::go([&] {
+    goro::WaitGroup children;
+    children.add(n);
+    for (int i = 0; i < n; i++) {
+      goro::go([&] {
+        auto until = std::chrono::steady_clock::now() + busy;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        {
+          std::lock_guard<std::mutex> hold(mu);
+          tids.insert(sys_gettid());
+        }
+        // Outside the lock: once the last done() returns, the caller may destroy mu.
+        children.done();
+      });
+    }
+    children.wait();
+    wg.done();
+  });
+  wg.wait();
+  return tids;
+}
+
 // Goroutines spawned by one goroutine end up on several OS threads: the others steal them.
 TEST_P(SchedTest, StealingSpreadsWorkOfOneSpawner) {
-  const int kChildren = 200;
   std::set<int> tids;
   int tries = 0;
   for (; tries < 20; tries++) {
-    std::mutex mu;
-    tids.clear();
-    goro::WaitGroup wg;
-    wg.add(1);
-    goro::go([&] {
-      goro::WaitGroup children;
-      children.add(kChildren);
-      for (int i = 0; i < kChildren; i++) {
-        goro::go([&] {
-          // ~50 us of work without yielding, so the spawner's P cannot run them all quickly.
-          auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-          while (std::chrono::steady_clock::now() < until) {
-          }
-          {
-            std::lock_guard<std::mutex> hold(mu);
-            tids.insert(sys_gettid());
-          }
-          // Outside the lock: once the last done() returns, the loop may destroy mu.
-          children.done();
-        });
-      }
-      children.wait();
-      wg.done();
-    });
-    wg.wait();
+    tids = threads_of_one_spawners_children(200, std::chrono::microseconds(50));
     if (procs() < 2 || tids.size() > 1) break;
   }
   if (procs() >= 2) {
@@ -446,6 +451,31 @@ INSTANTIATE_TEST_SUITE_P(Procs, SchedTest, ::testing::Values(1, 2, 8),
                          [](const auto& info) { return "P" + std::to_string(info.param); });
 
 // ---- not parameterised -------------------------------------------------------------------
+
+// After GOMAXPROCS shrinks to 1, the retired Ps start nothing: Ms that were spinning on them
+// when it shrank (a steal comes after a pause of tens of microseconds) do not take the single
+// P's goroutines, which all run on one thread.
+TEST(SchedSingleP, RetiredPsStartNothing) {
+  for (int round = 0; round < 8; round++) {
+    goro::set_gomaxprocs(8);
+    {
+      // A spawn storm keeps Ms busy on the 8 Ps; they are still spinning when it ends.
+      const int kSpawners = 16, kPer = 2000;
+      goro::WaitGroup storm;
+      storm.add(kSpawners * (kPer + 1));
+      for (int s = 0; s < kSpawners; s++) {
+        goro::go([&] {
+          for (int i = 0; i < kPer; i++) goro::go([&] { storm.done(); });
+          storm.done();
+        });
+      }
+      storm.wait();
+    }
+    goro::set_gomaxprocs(1);
+    std::set<int> tids = threads_of_one_spawners_children(100, std::chrono::microseconds(20));
+    ASSERT_EQ(tids.size(), 1u) << "round " << round;
+  }
+}
 
 // Yield gives others a turn: with one P, two goroutines that yield alternate.
 TEST(SchedSingleP, YieldLetsOthersRun) {

@@ -1086,20 +1086,32 @@ G* find_runnable(M* m, bool* inherit) {
         gp = steal_work(p);
       }
     }
-    if (gp != nullptr) return gp;
+    if (gp != nullptr) {
+      // GOMAXPROCS shrank while this M searched (a steal can follow a pause of tens of
+      // microseconds): a retired P starts nothing new. gp goes to the global queue, the P
+      // retires at the top of the loop.
+      if (p->retire.load(std::memory_order_relaxed)) [[unlikely]] {
+        *inherit = false;
+        LockGuard hold(sched.lock);
+        globrunqput(gp);
+        continue;
+      }
+      return gp;
+    }
 
     // Nothing: give up the P and park (rules 3 and 4 of the design essay).
     sched.lock.lock();
+    // set_gomaxprocs sets retire under sched.lock: checked here, it is exact.
+    if (p->retire.load(std::memory_order_relaxed)) {
+      sched.lock.unlock();
+      continue;
+    }
     if (sched.runqsize.load(std::memory_order_relaxed) > 0) {
       gp = globrunqget(p, 0);
       if (gp != nullptr) {
         sched.lock.unlock();
         return gp;
       }
-    }
-    if (p->retire.load(std::memory_order_relaxed)) {
-      sched.lock.unlock();
-      continue;
     }
     m->p = nullptr;
     pidleput(p);
