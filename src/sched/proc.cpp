@@ -1196,6 +1196,30 @@ inline void begin_run(M* m, G* gp, bool inherit) {
   restore_eh(m, gp);
 }
 
+// Asks the cache for the top of the saved stack of the goroutine queued next on p, while gp
+// runs: resuming a goroutine first reads its saved registers and then returns through the
+// frames above them (park, the poller, the I/O call), and with a thousand goroutines taking
+// turns (a server, a connection each) those lines are no longer cached - a miss of ~100 ns
+// per line per switch. gp's run (a syscall or two) gives the prefetch time to land. A hint
+// only: the goroutine may be stolen, or even run and park again meanwhile, so its sp is read
+// racily (the record is never unmapped) and the lines prefetched may go unused; prefetching
+// never faults. Not under TSan, which would rightly flag the racy read.
+inline void prefetch_next(P* p) {
+#if !defined(GORO_TSAN)
+  constexpr int kLines = 8;  // the saved frame and the runtime frames above it
+  // Only behind a backlog: two or three goroutines taking turns (a yield or channel ping-pong)
+  // have their stacks cached already, and the prefetch cost them ~4 ns a switch.
+  constexpr std::uint32_t kMinQueued = 4;
+  G* n = p->runq.peek_head(kMinQueued);
+  if (n == nullptr) return;
+  const char* sp = static_cast<const char*>(__atomic_load_n(&n->sp, __ATOMIC_RELAXED));
+  if (sp == nullptr) return;
+  for (int i = 0; i < kLines; i++) __builtin_prefetch(sp + 64 * i);
+#else
+  (void)p;
+#endif
+}
+
 // g0 → gp. Returns (on g0) when gp calls mcall.
 void execute(M* m, G* gp, bool inherit) {
   if (gp->sp == nullptr) {
@@ -1205,6 +1229,7 @@ void execute(M* m, G* gp, bool inherit) {
     gp->started.store(true, std::memory_order_relaxed);
   }
   begin_run(m, gp, inherit);
+  prefetch_next(m->p);
 #if defined(GORO_ASAN)
   __sanitizer_start_switch_fiber(&m->asan_g0_fake_stack, reinterpret_cast<void*>(gp->stack_lo),
                                  gp->stack_hi - gp->stack_lo);

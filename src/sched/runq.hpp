@@ -76,6 +76,14 @@ class RunQueue {
     }
   }
 
+  // Owner: the goroutine at the head of the ring when at least `min` are queued, else null; a
+  // thief may take it at any moment, so this is a hint (prefetching), never a claim.
+  T* peek_head(std::uint32_t min) const noexcept {
+    std::uint32_t h = head_.load(std::memory_order_relaxed);
+    if (tail_.load(std::memory_order_relaxed) - h < min) return nullptr;
+    return slots_[h % N].load(std::memory_order_relaxed);
+  }
+
   // Owner: runnext as it is now (a thief may take it at any moment; take_next decides).
   T* peek_next() const noexcept { return runnext_.load(std::memory_order_relaxed); }
 
