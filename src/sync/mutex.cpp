@@ -26,21 +26,6 @@ constexpr std::int32_t kStarving = 4;
 constexpr int kWaiterShift = 3;
 constexpr std::int64_t kStarvationNs = 1000000;
 
-// One round of active spinning: up to 30 pauses, ending at the first that finds the mutex
-// unlocked (bit 0 clear). Go checks only after all 30, so whether a spinner ever sees the
-// few-nanosecond unlocked window of a holder that re-locks at once depends on how the two
-// cores' loops happen to line up: bench_goro_mutex -procs 2 (8 goroutines, one lock) ran at
-// 21, 37, 49 and 52 ns per operation for four builds that differed only in code alignment
-// (-falign-functions / -falign-loops). Looking after every pause it runs at 37-39 ns in all
-// four (Go's build on the same machine: 25-31; goro with spinning turned off: 37-38), and a
-// spinner gives up its CPU sooner.
-void do_spin(const std::atomic<std::int32_t>& state) {
-  for (int i = 0; i < 30; i++) {
-    cpu_relax();
-    if ((state.load(std::memory_order_relaxed) & 1) == 0) return;
-  }
-}
-
 }  // namespace
 
 bool Mutex::try_lock() noexcept {
@@ -66,7 +51,18 @@ void Mutex::lock_slow() noexcept {
           state_.compare_exchange_strong(old, old | kWoken, std::memory_order_relaxed)) {
         awoke = true;
       }
-      do_spin(state_);
+      // One round: up to 30 pauses, ending at the first that finds the mutex unlocked. Go
+      // checks only after all 30, so whether a spinner ever sees the few-nanosecond unlocked
+      // window of a holder that re-locks at once depends on how the two cores' loops happen
+      // to line up: bench_goro_mutex -procs 2 (8 goroutines, one lock) ran at 21, 37, 49 and
+      // 52 ns per operation for four builds that differed only in code alignment
+      // (-falign-functions / -falign-loops). Looking after every pause it runs at 37-39 ns in
+      // all four (Go's build on the same machine: 25-31; goro with spinning turned off:
+      // 37-38), and a spinner gives up its CPU sooner.
+      for (int i = 0; i < 30; i++) {
+        cpu_relax();
+        if ((state_.load(std::memory_order_relaxed) & kLocked) == 0) break;
+      }
       iter++;
       old = state_.load(std::memory_order_relaxed);
       continue;
