@@ -187,6 +187,17 @@ TEST(Errors, RlimitAsMakesGoThrowThenRecovers) {
   EXPECT_NE(r.out.find("OK"), std::string::npos) << r.describe();
 }
 
+// Binding a stack when no slab can be mapped and every free slot is in another P's cache:
+// the binding M waits for that P to flush, rather than ending the process.
+TEST(Errors, StackShortageWaitsForAnotherPsSlots) {
+  SKIP_UNDER_SANITIZERS();
+  auto r = run_testprog("stack_shortage", {{"GOMAXPROCS", "1"}});
+  ASSERT_TRUE(r.started) << r.err;
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_NE(r.out.find("WAITED"), std::string::npos) << "the case was not staged\n" << r.describe();
+  EXPECT_NE(r.out.find("OK"), std::string::npos) << r.describe();
+}
+
 TEST(Errors, ThreadCreationFailureMakesGoThrowThenRecovers) {
   SKIP_UNDER_SANITIZERS();
   auto r = run_testprog("thread_fail", {{"GOMAXPROCS", "1"}});

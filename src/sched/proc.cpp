@@ -1220,11 +1220,45 @@ inline void prefetch_next(P* p) {
 #endif
 }
 
+// stack_bind found no free slot near and could not map one (the address space is used up):
+// the free slot gp's credit guarantees is in another P's cache ("Shortage" in stack.cpp).
+// Every running M flushes its cache at its next schedule() while this waits; the idle Ps'
+// caches, which no M will flush, are flushed here under sched.lock (which owns idle Ps).
+// A slot turns up within a preemption period or so. If none does in 10 s, a goroutine that
+// cannot be preempted holds its P (and its slots), and this ends the process rather than hang.
+void wait_for_stack_slot(M* m, G* gp) {
+  stack_slot_waiters.fetch_add(1, std::memory_order_relaxed);
+  const std::int64_t deadline = nanotime() + 10'000'000'000;
+  while (true) {
+    {
+      LockGuard hold(sched.lock);
+      for (P* p = sched.pidle; p != nullptr; p = p->link) stack_flush_cache(&p->cache);
+    }
+    if (stack_bind(&m->p->cache, gp)) break;
+    if (nanotime() > deadline) {
+      RawBuf b;
+      b.str("fatal error: goroutine ")
+          .udec(gp->goid)
+          .str(
+              ": no stack: a new slab cannot be mapped and no other P gave a free slot "
+              "back in 10 s\n");
+      b.flush();
+      print_goroutine_header(gp, "");
+      die();
+    }
+    struct timespec ts = {0, 100'000};
+    sys(SYS_nanosleep, &ts, nullptr);  // raw: the interposed nanosleep is for goroutines
+  }
+  stack_slot_waiters.fetch_sub(1, std::memory_order_relaxed);
+}
+
 // g0 → gp. Returns (on g0) when gp calls mcall.
 void execute(M* m, G* gp, bool inherit) {
   if (gp->sp == nullptr) {
     // First run: bind a stack slot now, on the M that runs it (see stack.cpp).
-    stack_bind(&m->p->cache, gp);
+    if (!stack_bind(&m->p->cache, gp)) [[unlikely]] {
+      wait_for_stack_slot(m, gp);
+    }
     gp->sp = make_context(reinterpret_cast<void*>(gp->stack_hi), goroutine_entry, gp);
     gp->started.store(true, std::memory_order_relaxed);
   }
@@ -1351,6 +1385,9 @@ void schedule_loop_body(M* m) {
     G* gp = next;
     bool inherit = true;
     if (gp == nullptr) {
+      if (stack_slots_wanted()) [[unlikely]] {
+        stack_flush_cache(&m->p->cache);
+      }
       gp = find_runnable(m, &inherit);
       if (gp == nullptr) return;
       if (m->spinning) reset_spinning(m);

@@ -55,6 +55,15 @@
 // over runs of neighbouring slots) and remembered by address for reuse. So a burst reuses its
 // slots while it lasts and gives them back after it.
 //
+// Shortage. Credits bound the number of promised slots, not where the free ones lie: a
+// goroutine can be stolen to a P whose cache is empty while the free slots sit in other Ps'
+// caches. Binding then maps a new slab, and where that fails (the address space is used up,
+// RLIMIT_AS) the binding M waits instead of failing, since a free slot exists somewhere
+// (credits never exceed slots): it counts itself in stack_slot_waiters, which makes every
+// running M move its P's cache to the pool at its next schedule(), moves the idle Ps' caches
+// itself, and retries (proc.cpp, wait_for_stack_slot). So go() remains the one place where
+// running out of stack memory shows, as std::system_error.
+//
 // Trimming. A slot whose goroutine recursed deeply keeps those pages. Every 32nd slot that a
 // P's cache takes back is tested: mincore(2) on the page 32 KiB below the top; if it is
 // resident, everything below that line is released. A deep slot reused over and over by one
@@ -137,6 +146,11 @@ constexpr int kMadvGuardInstall = 102;
 // fork(2) advises its own memory, not its parent's).
 constexpr int kPidfdSelf = -10001;
 std::atomic<bool> warned_unguarded{false};
+}  // namespace
+
+std::atomic<int> stack_slot_waiters{0};
+
+namespace {
 struct sigaction old_segv, old_bus;
 
 std::size_t round_up(std::size_t n, std::size_t a) {
@@ -349,8 +363,9 @@ void pool_put(StackClass* c, std::uintptr_t e) {
   }
 }
 
-// Under pool_lock: a free slot from the pool, released slots or the slab being carved. The
-// caller holds a credit, so one exists.
+// Under pool_lock: a free slot from the pool, released slots or the slab being carved, or 0
+// when none is there and no slab can be mapped (the caller's credit then guarantees a free
+// slot in some other P's cache; see "Shortage" above).
 std::uintptr_t pool_get(StackClass* c) {
   if (!c->live.empty()) {
     std::uintptr_t e = c->live.back();
@@ -366,11 +381,11 @@ std::uintptr_t pool_get(StackClass* c) {
   } else {
     if (c->carve_next == c->carve_end) {
       // Every free slot sits in some other P's cache. Map more (credits only bound the total
-      // of promised slots); failing here is running out of memory, like Go's "out of memory".
+      // of promised slots, not where the free ones lie).
       try {
         add_slab(c, map_slab(c->size));
       } catch (const std::system_error&) {
-        fatal("stack_bind: cannot map a goroutine stack (out of memory)");
+        return 0;
       }
     }
     // Never used: armed with its slab, or by the caller (arm_fresh).
@@ -562,10 +577,10 @@ void stack_unreserve(LocalCache* p, G* g) noexcept {
   class_for_locked(g->slot_size)->credit.fetch_add(1, std::memory_order_release);
 }
 
-void stack_bind(LocalCache* p, G* g) noexcept {
+bool stack_bind(LocalCache* p, G* g) noexcept {
   if (g->slot_base != 0) {  // custom size: bound at go() time
     bound_slots.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return true;
   }
   std::uintptr_t e = 0;
   if (p->nslots > 0 && p->slot_class->size == g->slot_size) {
@@ -588,11 +603,13 @@ void stack_bind(LocalCache* p, G* g) noexcept {
       cached_slots.fetch_sub(1, std::memory_order_relaxed);
     } else {
       e = pool_get(c);
+      if (e == 0) return false;
     }
   }
   e = arm_fresh(e);
   bound_slots.fetch_add(1, std::memory_order_relaxed);
   set_stack_fields(g, e & ~kKindMask, g->slot_size, static_cast<std::uint8_t>(e & kKindMask));
+  return true;
 }
 
 void stack_release(LocalCache* p, G* g) noexcept {

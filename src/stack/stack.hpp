@@ -2,6 +2,7 @@
 // detection. The design essay is at the top of stack.cpp.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,14 +30,24 @@ void stack_reserve(LocalCache* lc, G* g, std::size_t size);
 // Gives back what stack_reserve took, for a goroutine that will never run.
 void stack_unreserve(LocalCache* lc, G* g) noexcept;
 
-// Binds a slot to g before it first runs (default size: from lc's slots, the pool or a slab,
-// which its credit guarantees; never fails). Sets g's stack fields.
-void stack_bind(LocalCache* lc, G* g) noexcept;
+// Binds a slot to g before it first runs (default size: from lc's slots, the pool or a new
+// slab) and sets g's stack fields. Returns false, changing nothing, when none of those has a
+// slot and no slab can be mapped: the free slot g's credit guarantees is then in another
+// LocalCache (see "Shortage" in stack.cpp).
+[[nodiscard]] bool stack_bind(LocalCache* lc, G* g) noexcept;
 // Returns a finished goroutine's slot and credit.
 void stack_release(LocalCache* lc, G* g) noexcept;
 
-// Moves lc's cached slots and credits to the global pool (a retired P, an exiting thread).
+// Moves lc's cached slots and credits to the global pool (a retired P, an exiting thread, a
+// P whose M sees stack_slots_wanted()).
 void stack_flush_cache(LocalCache* lc) noexcept;
+
+// The number of Ms waiting for a free slot after stack_bind failed; while it is non-zero,
+// every M flushes its P's cache at its next schedule().
+extern std::atomic<int> stack_slot_waiters;
+inline bool stack_slots_wanted() noexcept {
+  return stack_slot_waiters.load(std::memory_order_relaxed) != 0;
+}
 
 // Process set-up: map budget, SIGSEGV handler. Called once at runtime start.
 void stack_init() noexcept;

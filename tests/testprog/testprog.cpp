@@ -297,7 +297,10 @@ int print_procs() {
 // ---- resource exhaustion -------------------------------------------------------------------
 
 // go() with a non-default stack needs a new mapping: under a tight RLIMIT_AS it throws
-// std::system_error; with the limit raised again the runtime works on.
+// std::system_error; with the limit raised again the runtime works on. The stack asked for is
+// 1 GiB, not less: VmSize moves by 64-128 MiB at a time while other threads run (glibc maps
+// 128 MiB and trims it to 64 MiB for each new malloc arena), so a limit of "VmSize + 4 MiB"
+// read during such a transient left room for a 64 MiB stack in about 1 run in 15.
 int rlimit_as() {
   {
     goro::WaitGroup wg;
@@ -317,7 +320,7 @@ int rlimit_as() {
   std::atomic<int> ran{0};
   bool threw = false;
   try {
-    goro::go(goro::GoOptions{.stack_size = 64 << 20}, [&] { ran.fetch_add(1); });
+    goro::go(goro::GoOptions{.stack_size = std::size_t{1} << 30}, [&] { ran.fetch_add(1); });
   } catch (const std::system_error& e) {
     threw = true;
     say("THREW: %s\n", e.what());
@@ -455,6 +458,120 @@ int thread_fail_partial() {
   return 0;
 }
 
+// A goroutine stolen to a P whose stack cache is empty, while every free slot of its size sits
+// in the other P's cache and no slab can be mapped (RLIMIT_AS), must wait for that P to give
+// its slots back, not end the process ("Shortage" in stack.cpp). Staged on a fresh size
+// class, so which slots exist and where they lie is known:
+//   1. a spare M for P 1 (no thread can be created under the limit);
+//   2. holders drain P 0's cache and the pool of the default class (stats: cached == 0), so
+//      that P 0's cache takes the new class;
+//   3. set_default_stack_size(512 KiB): a new class, 32 slots a slab. A parent with a stack of
+//      its own spawns 32 children on P 0 (one slab of credits), which bind all 32 slots at
+//      once and end, leaving the 32 slots in P 0's cache;
+//   4. still on P 0, the parent lowers RLIMIT_AS below a slab, sets GOMAXPROCS 2, spawns two
+//      goroutines and spins: P 1 steals one, finds no slot anywhere but in P 0's cache, and
+//      waits until sysmon preempts the parent and P 0 flushes its cache.
+// Prints WAITED when it saw P 1 waiting (the test asserts that the case was staged).
+int stack_shortage() {
+  if (!start_with_one_m()) return 3;
+  auto wait_until = [](auto cond) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  };
+  // 1. Two goroutines that wait for each other run on two Ms at once.
+  goro::set_gomaxprocs(2);
+  {
+    std::atomic<int> in{0};
+    goro::WaitGroup wg;
+    wg.add(2);
+    for (int i = 0; i < 2; i++) {
+      goro::go([&] {
+        in.fetch_add(1);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (in.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+          goro::internal::cpu_relax();
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+    if (in.load() != 2) {
+      say("no second M\n");
+      return 3;
+    }
+  }
+  goro::set_gomaxprocs(1);
+  // 2. Holders.
+  goro::Chan<int> release_holders(0);
+  std::atomic<int> holders{0};
+  while (goro::stats().stacks.cached > 0) {
+    int before = holders.load();
+    goro::go([&] {
+      holders.fetch_add(1);
+      (void)release_holders.recv();
+    });
+    if (!wait_until([&] { return holders.load() > before; }) || holders.load() > 10000) {
+      say("could not drain the stack caches\n");
+      return 3;
+    }
+  }
+  // 3. The new class, and the parent.
+  goro::set_default_stack_size(512 << 10);
+  static constexpr int kChildren = 32;
+  std::atomic<int> ran{0};
+  std::atomic<bool> waited{false};
+  rlimit old{};
+  getrlimit(RLIMIT_AS, &old);
+  int rc = 0;
+  goro::WaitGroup parent_done;
+  parent_done.add(1);
+  goro::go(goro::GoOptions{.stack_size = 1 << 20}, [&] {
+    goro::WaitGroup started, finished;
+    goro::Chan<int> gate(0);
+    started.add(kChildren);
+    finished.add(kChildren);
+    for (int i = 0; i < kChildren; i++) {
+      goro::go([&] {
+        started.done();
+        (void)gate.recv();
+        finished.done();
+      });
+    }
+    started.wait();
+    gate.close();
+    finished.wait();
+    if (!wait_until([] { return goro::stats().stacks.cached == kChildren; })) {
+      say("cached=%lld, want %d\n", static_cast<long long>(goro::stats().stacks.cached),
+          kChildren);
+      rc = 3;
+    } else if (rlimit o{}; !lower_as_limit(&o, 4 * 1024)) {  // a slab is 16 MiB
+      rc = 3;
+    } else {
+      // 4. Spin without a scheduling point until both have run.
+      goro::set_gomaxprocs(2);
+      for (int i = 0; i < 2; i++) goro::go([&] { ran.fetch_add(1); });
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (ran.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+        if (goro::internal::stack_slots_wanted()) waited = true;
+        goro::internal::cpu_relax();
+      }
+      setrlimit(RLIMIT_AS, &old);
+    }
+    parent_done.done();
+  });
+  parent_done.wait();
+  release_holders.close();
+  if (rc != 0) return rc;
+  say("ran=%d%s\n", ran.load(), waited.load() ? " WAITED" : "");
+  if (ran.load() != 2) return 5;
+  say("OK\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -477,6 +594,7 @@ int main(int argc, char** argv) {
       {"rlimit_as", rlimit_as},
       {"thread_fail", thread_fail},
       {"thread_fail_partial", thread_fail_partial},
+      {"stack_shortage", stack_shortage},
   };
   if (argc < 2 || cases.count(argv[1]) == 0) {
     std::fprintf(stderr, "usage: %s CASE\ncases:", argv[0]);
