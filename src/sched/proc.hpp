@@ -308,6 +308,11 @@ struct Sched {
   // is the sleeper; also read without the lock.
   M* timer_sleeper = nullptr;
   std::atomic<std::int64_t> sleep_until{kNoTimerSleeper};
+  // Whether the timer sleeper sleeps in the network poller (some P was idle when it went to
+  // sleep) rather than on its note (every P busy: they poll for themselves; see stopm), and
+  // whether pidleput has woken it on its note to move it there. Under lock.
+  bool sleeper_polls = false;
+  bool sleeper_repoll = false;
   // M records whose threads exited (LockOSThread), for newm to reuse: M records are never
   // freed, so sysmon may read a stale p->m. Under lock.
   M* mfree = nullptr;

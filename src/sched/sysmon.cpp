@@ -6,8 +6,12 @@
 // One plain thread, holding no P and running no goroutine, with every signal blocked. It
 // sleeps 20 us, doubling after 50 quiet rounds up to 10 ms, and at most 1 ms while some P
 // runs a goroutine (so a slice that ends is noticed within about a millisecond; each round
-// costs a few microseconds). When every P is idle it sleeps on sched.sysmon_note until
-// pidleget() hands a P out again: an idle process costs nothing. Before that sleep it asks the
+// costs a few microseconds). When every P has been idle for 5 ms it sleeps on
+// sched.sysmon_note until pidleget() hands a P out again: an idle process costs nothing. The
+// 5 ms, and keeping its back-off across that sleep (Go's sysmon does too), matter for a server
+// whose Ps idle for a moment between bursts: sleeping at the first idle round and starting
+// over at 20 us after each wake-up cost it ~2,000 sysmon wake-ups a second, and the P that
+// woke sysmon a futex call on its way to run a goroutine. Before that sleep it asks the
 // deadlock detector (src/debug/deadlock.cpp) to look, which may shorten the sleep to a
 // back-off while threads outside the runtime could still act. Each round it stamps
 // sched.coarse_now (used for wait durations) and looks at every running P.
@@ -117,6 +121,8 @@ constexpr std::int64_t kMinDelayNs = 20'000;
 constexpr std::int64_t kMaxDelayNs = 10'000'000;
 constexpr std::int64_t kBusyDelayNs = 1'000'000;
 constexpr std::int64_t kNetpollStaleNs = 10'000'000;
+// How long every P must have stayed idle before sysmon sleeps until pidleget wakes it.
+constexpr std::int64_t kDeepIdleNs = 5'000'000;
 // Stack the diversion needs below the interrupted rsp besides the XSAVE area: red zone, saved
 // registers, alignment, and the frames of async_preempt_park down to the switch.
 constexpr std::uintptr_t kPreemptStackSlack = 8192;
@@ -354,6 +360,7 @@ void* sysmon_main(void*) {
 #endif
   std::int64_t delay = kMinDelayNs;
   int idle = 0;
+  std::int64_t all_idle_since = 0;  // when sysmon first saw every P idle; 0 while one is busy
   for (;;) {
     if (idle == 0) {
       delay = kMinDelayNs;
@@ -381,12 +388,16 @@ void* sysmon_main(void*) {
         idle = 0;
       }
     }
-    if (!busy) {
+    if (busy) {
+      all_idle_since = 0;
+    } else if (all_idle_since == 0) {
+      all_idle_since = now;
+    } else if (now - all_idle_since >= kDeepIdleNs) {
       sched.lock.lock();
       if (sched.npidle.load(std::memory_order_relaxed) ==
           sched.gomaxprocs.load(std::memory_order_relaxed)) {
-        // Every P idle: sleep until one is handed out (pidleget wakes us). Everything may be
-        // asleep for good: deadlock.cpp looks, and says when to look again.
+        // Every P idle for a while: sleep until one is handed out (pidleget wakes us).
+        // Everything may be asleep for good: deadlock.cpp looks, and says when to look again.
         sched.sysmon_note.clear();
         sched.sysmonwait = true;
         sched.lock.unlock();
@@ -395,7 +406,7 @@ void* sysmon_main(void*) {
         } else {
           sched.sysmon_note.sleep_for(again);
         }
-        idle = 0;
+        all_idle_since = 0;
         continue;
       }
       sched.lock.unlock();
