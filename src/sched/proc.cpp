@@ -966,6 +966,13 @@ void retirep(M* m) {
   }
 }
 
+// Sleeps the calling thread (an M on g0) for ns < 1 s, through the raw system call: the
+// interposed nanosleep is for goroutines.
+void os_sleep_ns(long ns) {
+  struct timespec ts = {0, ns};
+  sys(SYS_nanosleep, &ts, nullptr);
+}
+
 // The ~3 us pause before stealing a running victim's runnext (it is probably about to run it).
 // A sleep, as Go's usleep(3), not a spin: spinning 3 us, this M stole the runnext of a pair
 // of goroutines handing work back and forth every few microseconds and split the pair across
@@ -973,8 +980,7 @@ void retirep(M* m) {
 // The kernel's timer slack (50 us by default) makes the sleep longer than asked, so such a
 // theft is rare and takes a runnext that has really waited.
 void steal_pause() {
-  struct timespec ts = {0, 3000};
-  sys(SYS_nanosleep, &ts, nullptr);  // raw: the interposed nanosleep is for goroutines
+  os_sleep_ns(3000);
 }
 
 G* steal_work(P* p) {
@@ -1266,8 +1272,7 @@ void wait_for_stack_slot(M* m, G* gp) {
       print_goroutine_header(gp, "");
       die();
     }
-    struct timespec ts = {0, 100'000};
-    sys(SYS_nanosleep, &ts, nullptr);  // raw: the interposed nanosleep is for goroutines
+    os_sleep_ns(100'000);
   }
   stack_slot_waiters.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -115,6 +115,8 @@ struct StackClass {
   bool carve_armed = false;  // the newest slab's slots got their guard pages when it was mapped
 };
 
+std::atomic<int> stack_slot_waiters{0};
+
 namespace {
 
 constexpr std::size_t kSlabBytes = 16 << 20;  // slots per slab = clamp(16 MiB / size, 1, 64)
@@ -146,11 +148,6 @@ constexpr int kMadvGuardInstall = 102;
 // fork(2) advises its own memory, not its parent's).
 constexpr int kPidfdSelf = -10001;
 std::atomic<bool> warned_unguarded{false};
-}  // namespace
-
-std::atomic<int> stack_slot_waiters{0};
-
-namespace {
 struct sigaction old_segv, old_bus;
 
 std::size_t round_up(std::size_t n, std::size_t a) {
