@@ -49,6 +49,7 @@ void crash_prepare() noexcept {
 void crash_report(int sig, const siginfo_t* info, const void* uctx) noexcept {
   const auto* uc = static_cast<const ucontext_t*>(uctx);
   const auto fault_pc = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  pin_for_fatal();  // symbolizing below must not park the goroutine off this alternate stack
   RawBuf head;
   head.str("fatal error: unexpected signal ")
       .str(signal_name(sig))

@@ -2086,7 +2086,16 @@ bool can_spin(int iter) noexcept {
 // ---------------------------------------------------------------------------------------------
 // Diagnostics.
 
+void pin_for_fatal() noexcept {
+  G* self = getg();
+  if (self == nullptr) return;
+  self->preempt_off.store(self->preempt_off.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
 void print_goroutine_header(G* g, const char* what) noexcept {
+  pin_for_fatal();
   RawBuf b;
   b.str("goroutine ").udec(g->goid);
   if (g->name[0] != 0) b.str(" \"").str(g->name).str("\"");

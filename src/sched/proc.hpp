@@ -462,9 +462,17 @@ void stats_init() noexcept;
 // newm created a thread to take over a P from the goro::blocking call at `site` (stats.cpp).
 void stats_note_blocking_thread(const void* site) noexcept;
 
+// The process is ending: the calling goroutine, if any, stays on this thread and this stack
+// from here on (its preempt_off is raised for good, so it is never preempted and the I/O
+// hooks never park it). Fatal reports call it before they symbolize: libdw reads the
+// executable through the hooked read and pread, and a report made in a signal handler runs
+// on the thread's alternate stack, which a goroutine resumed on another thread would no
+// longer own. Async-signal-safe.
+void pin_for_fatal() noexcept;
 // Prints, raw, the current goroutine's id, state and creation site (for fatal messages).
 void print_current_goroutine_context() noexcept;
-// Formats g's creation site into buf (may allocate: only for fatal paths and dumps).
+// Prints g's id, name and creation site (symbolized if needed: it may allocate). Only for
+// fatal paths: it pins the calling goroutine (pin_for_fatal).
 void print_goroutine_header(G* g, const char* what) noexcept;
 
 }  // namespace goro::internal

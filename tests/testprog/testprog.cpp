@@ -162,6 +162,22 @@ int fault_in_goroutine() {
   wait_forever();
 }
 
+// As fault_in_goroutine, with GOMAXPROCS 1 and a goroutine that never yields waiting for the
+// P: a hooked read made by the report's symbolizer that sysmon hands the P off from would
+// come back to find the spinner running, and the faulting goroutine would resume later on
+// another thread, away from the alternate stack its report runs on.
+int fault_with_spinner() {
+  goro::set_gomaxprocs(1);
+  goro::go([] {
+    for (;;) g_sink = g_sink + 1;
+  });
+  goro::go({.name = "faulty"}, [] {
+    write_through_null(3);
+    g_sink = 1;
+  });
+  wait_forever();
+}
+
 int fault_on_thread() {
   (void)goro::gomaxprocs();  // the runtime (and its fault handler) is running
   std::thread([] { write_through_null(2); }).join();
@@ -584,6 +600,7 @@ int main(int argc, char** argv) {
       {"unlock_unlocked_thread", unlock_unlocked_thread},
       {"unlock_unlocked_goroutine", unlock_unlocked_goroutine},
       {"fault_in_goroutine", fault_in_goroutine},
+      {"fault_with_spinner", fault_with_spinner},
       {"fault_on_thread", fault_on_thread},
       {"stack_overflow_named", stack_overflow_named},
       {"stack_overflow_plain", stack_overflow_plain},
