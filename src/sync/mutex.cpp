@@ -51,18 +51,16 @@ void Mutex::lock_slow() noexcept {
           state_.compare_exchange_strong(old, old | kWoken, std::memory_order_relaxed)) {
         awoke = true;
       }
-      // One round: up to 30 pauses, ending at the first that finds the mutex unlocked. Go
-      // checks only after all 30, so whether a spinner ever sees the few-nanosecond unlocked
-      // window of a holder that re-locks at once depends on how the two cores' loops happen
-      // to line up: bench_goro_mutex -procs 2 (8 goroutines, one lock) ran at 21, 37, 49 and
-      // 52 ns per operation for four builds that differed only in code alignment
-      // (-falign-functions / -falign-loops). Looking after every pause it runs at 37-39 ns in
-      // all four (Go's build on the same machine: 25-31; goro with spinning turned off:
-      // 37-38), and a spinner gives up its CPU sooner.
-      for (int i = 0; i < 30; i++) {
-        cpu_relax();
-        if ((state_.load(std::memory_order_relaxed) & kLocked) == 0) break;
-      }
+      // One round: 15-45 pauses (random), then one look. Looking only at the end leaves the
+      // holder's cache line alone, so a holder that re-locks at once runs a burst of critical
+      // sections with it local. A fixed count (Go's 30) let the two cores' loops fall into
+      // step: bench_goro_mutex -procs 2 (8 goroutines, one lock) ran at 21, 37, 49 and 52 ns
+      // per operation for four builds that differed only in code alignment
+      // (-falign-functions / -falign-loops). Looking after every pause took that away (37-39
+      // ns in all four) but pulled the line across on every pause: 26-27 ns against Go's
+      // 16-18 later on this machine. The random count keeps the loops out of step: 12-13.5 ns
+      // in four alignments (16, 32, 64, default; 7 interleaved runs each).
+      for (int i = 0, n = 15 + static_cast<int>(fastrandn(31)); i < n; i++) cpu_relax();
       iter++;
       old = state_.load(std::memory_order_relaxed);
       continue;
