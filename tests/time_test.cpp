@@ -277,6 +277,49 @@ TEST_P(TimeTest, TimersFireInDeadlineOrder) {
   }
 }
 
+// Sleepers whose deadlines all pass while their one P is held (a goroutine spinning with a
+// NoPreempt alive) wake in deadline order once it is free. The P's M then fires their timers
+// in one batch; when each readied goroutine took the P's runnext, the latest deadline ran
+// first and the rest after it (Go does the same). (An idle M may fire them instead, into the
+// global queue, in order too.)
+TEST_P(TimeTest, SleepersDueTogetherWakeInDeadlineOrder) {
+  if (mode() != Mode::kGoroutines || procs() != 1) {
+    GTEST_SKIP() << "GOMAXPROCS 1 with goroutines: one P fires the whole batch";
+  }
+  constexpr int kN = 8;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    std::vector<int> order(kN, -1);
+    std::atomic<int> parked{0}, next{0};
+    const auto base = Clock::now() + 20ms;
+    std::vector<int> spawn(kN);
+    std::iota(spawn.begin(), spawn.end(), 0);
+    std::shuffle(spawn.begin(), spawn.end(), std::mt19937(static_cast<unsigned>(attempt + 1)));
+    goro::WaitGroup wg;
+    wg.add(kN + 1);
+    for (int i : spawn) {
+      goro::go([&, i] {
+        parked++;
+        goro::sleep_until(base + std::chrono::microseconds(500 * (i + 1)));
+        order[static_cast<std::size_t>(next.fetch_add(1))] = i;
+        wg.done();
+      });
+    }
+    goro_test::wait_or_die([&] { return parked.load() == kN; }, 30, "sleepers did not start");
+    goro::go([&] {
+      goro::NoPreempt hold;
+      while (Clock::now() < base + 10ms) {
+      }
+      wg.done();
+    });
+    wg.wait();
+    for (int k = 0; k < kN; k++) {
+      EXPECT_EQ(order[static_cast<std::size_t>(k)], k)
+          << "attempt " << attempt << ": wake-up " << k << " was the sleeper with deadline "
+          << order[static_cast<std::size_t>(k)];
+    }
+  }
+}
+
 // ---- after
 // ----------------------------------------------------------------------------------------
 

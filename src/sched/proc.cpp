@@ -1969,7 +1969,7 @@ void ready(G* gp) noexcept {
   sched_track_runnable(gp);
   M* m = getm();
   if (m != nullptr && m->p != nullptr) {
-    runqput(m->p, gp, true);
+    runqput(m->p, gp, m->timer_readies < 0 || m->timer_readies++ == 0);
   } else {
     injectglist(gp);
   }

@@ -262,6 +262,10 @@ struct M {
   // switches since the M last went through g0. Both are this M's own (its running goroutines).
   G* direct_prev = nullptr;
   std::uint32_t direct_streak = 0;
+  // While this M runs a heap's due timers (timers_run): how many goroutines they readied so
+  // far; -1 outside. The first takes runnext, the rest queue at the tail in the order they
+  // fired (deadline order): each taking runnext would run the latest deadline first.
+  int timer_readies = -1;
   EhGlobals* eh = nullptr;          // this thread's __cxa_eh_globals
   std::uint64_t control_words = 0;  // the thread's current MXCSR | x87 CW << 32 (arch switch)
   void* altstack = nullptr;

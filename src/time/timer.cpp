@@ -24,6 +24,9 @@
 // Running a timer: under the heap lock, pop it (or re-arm a periodic one), set `running`,
 // unlock, call f, clear `running`. f must not block. timer_stop on a timer whose f is running
 // waits for it to finish, so the owner may free the Timer as soon as timer_stop returns.
+// Timers due together fire in deadline order, and so do the goroutines they ready: the first
+// takes the P's runnext, the rest queue at the tail in firing order (M::timer_readies; with
+// runnext for each, as Go does, the latest deadline ran first).
 //
 // Lock order: a heap lock is a leaf while held; f runs with no timer lock held (it may take a
 // channel's lock, or sched.lock through ready()).
@@ -152,6 +155,9 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
   EnterRuntime enter;
   std::int64_t next = h->next.load(std::memory_order_acquire);
   if (next == 0 || next > now) return next;
+  // The goroutines this batch readies run in deadline order (see M::timer_readies).
+  M* m = getm();
+  if (m != nullptr) m->timer_readies = 0;
   h->lock.lock();
   while (!h->t.empty() && h->t[0].when <= now) {
     Timer* t = h->t[0].t;
@@ -185,6 +191,7 @@ std::int64_t timers_run(TimerHeap* h, std::int64_t now) noexcept {
   update_next(h);
   next = h->next.load(std::memory_order_relaxed);
   h->lock.unlock();
+  if (m != nullptr) m->timer_readies = -1;
   return next;
 }
 
