@@ -465,9 +465,22 @@ bool async_preempt_enabled() noexcept {
   return async_enabled.load(std::memory_order_relaxed);
 }
 
+// Called with preempt_off just lowered to 0 (EnterRuntime's or NoPreempt's end). It is raised
+// again around the mcall, as goro_async_preempt_park does: otherwise sysmon's SIGURG, sent for
+// the same request, could divert the goroutine inside mcall after it stored m->mcall_fn and
+// before it switched; the nested park would consume mcall_fn, and the interrupted switch would
+// then reach g0 with none (g0 called address 0: seen in ~1 of 50 runs of
+// SelectTest.UniformChoiceAmongReadyCases, a goroutine that selects without ever parking).
 void preempt_yield() noexcept {
+  G* gp = getg();
+  gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   counters.cooperative.fetch_add(1, std::memory_order_relaxed);
   mcall_from(preempt_m);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) - 1,
+                        std::memory_order_relaxed);
 }
 
 }  // namespace goro::internal
