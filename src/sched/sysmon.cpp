@@ -465,22 +465,31 @@ bool async_preempt_enabled() noexcept {
   return async_enabled.load(std::memory_order_relaxed);
 }
 
-// Called with preempt_off just lowered to 0 (EnterRuntime's or NoPreempt's end). It is raised
-// again around the mcall, as goro_async_preempt_park does: otherwise sysmon's SIGURG, sent for
-// the same request, could divert the goroutine inside mcall after it stored m->mcall_fn and
-// before it switched; the nested park would consume mcall_fn, and the interrupted switch would
-// then reach g0 with none (g0 called address 0: seen in ~1 of 50 runs of
-// SelectTest.UniformChoiceAmongReadyCases, a goroutine that selects without ever parking).
-void preempt_yield() noexcept {
+// Yields the calling goroutine to the global run queue for a preemption, counted in `counter`.
+// preempt_off is raised around the mcall: a preemption signal must not divert the goroutine
+// inside mcall after it stored m->mcall_fn and before it switched; the nested park would
+// consume mcall_fn, and the interrupted switch would then reach g0 with none (g0 called
+// address 0: seen in ~1 of 50 runs of SelectTest.UniformChoiceAmongReadyCases, a goroutine
+// that selects without ever parking, when the cooperative yield ran with preempt_off at 0).
+namespace {
+
+void preempted_yield(std::atomic<std::uint64_t>& counter) noexcept {
   G* gp = getg();
   gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) + 1,
                         std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  counters.cooperative.fetch_add(1, std::memory_order_relaxed);
+  counter.fetch_add(1, std::memory_order_relaxed);
   mcall_from(preempt_m);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) - 1,
                         std::memory_order_relaxed);
+}
+
+}  // namespace
+
+// Called with preempt_off just lowered to 0 (EnterRuntime's or NoPreempt's end).
+void preempt_yield() noexcept {
+  preempted_yield(counters.cooperative);
 }
 
 }  // namespace goro::internal
@@ -489,15 +498,7 @@ using namespace goro::internal;
 
 // Called by goro_async_preempt on the goroutine's stack, every register already saved.
 extern "C" void goro_async_preempt_park() {
-  G* gp = getg();
-  gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  counters.async.fetch_add(1, std::memory_order_relaxed);
-  mcall_from(preempt_m);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  gp->preempt_off.store(gp->preempt_off.load(std::memory_order_relaxed) - 1,
-                        std::memory_order_relaxed);
+  preempted_yield(counters.async);
 }
 
 namespace goro {
