@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(cmake ninja-build g++ clang pkg-config libgtest-dev libgmock-dev libbenchmark-dev libdw-dev
       libelf-dev libboost-fiber-dev libboost-context-dev golang-go python3 python3-matplotlib procps
       libhttp-parser-dev python3-prometheus-client
-      redis-server libhiredis-dev postgresql libpq-dev libcpp-httplib-dev wrk)
+      redis-server libhiredis-dev postgresql libpq-dev libcpp-httplib-dev wrk liburing-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,27 +11,20 @@
 //
 // It prints "echo: listening on <ip:port>" on stdout as soon as it accepts connections and
 // serves until killed.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <thread>
 #include <vector>
+
+#include "echo_main.hpp"
 
 namespace {
 
 [[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "echo: %s: %s\n", what, std::strerror(errno));
-  std::exit(1);
+  echo_floor::die("echo", what, errno);
 }
 
 // Writes all of buf[0, n) to a non-blocking socket; false when the peer is gone.
@@ -96,51 +89,5 @@ void event_loop(int lfd) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string addr = "127.0.0.1:0";
-  unsigned procs = std::thread::hardware_concurrency();
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    if ((a == "-addr" || a == "--addr") && i + 1 < argc) {
-      addr = argv[++i];
-    } else if ((a == "-procs" || a == "--procs") && i + 1 < argc) {
-      procs = static_cast<unsigned>(std::atoi(argv[++i]));
-    } else {
-      std::fprintf(stderr, "usage: %s [-addr ip:port] [-procs N]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (procs == 0) procs = 1;
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  auto colon = addr.rfind(':');
-  if (colon == std::string::npos) {
-    std::fprintf(stderr, "echo: bad address %s (want ip:port)\n", addr.c_str());
-    return 2;
-  }
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::atoi(addr.c_str() + colon + 1)));
-  if (inet_pton(AF_INET, addr.substr(0, colon).c_str(), &sa.sin_addr) != 1) {
-    std::fprintf(stderr, "echo: bad address %s (want an IPv4 ip:port)\n", addr.c_str());
-    return 2;
-  }
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (lfd < 0) die("socket");
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) die("bind");
-  if (listen(lfd, 4096) != 0) die("listen");
-  socklen_t len = sizeof sa;
-  if (getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) die("getsockname");
-  char ip[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
-  std::printf("echo: listening on %s:%u\n", ip, ntohs(sa.sin_port));
-  std::fflush(stdout);
-
-  std::vector<std::thread> loops;
-  for (unsigned i = 1; i < procs; i++) loops.emplace_back(event_loop, lfd);
-  event_loop(lfd);
+  return echo_floor::run_echo_server(argc, argv, "echo", /*nonblocking=*/true, event_loop);
 }
