@@ -484,12 +484,16 @@ TEST(SchedSingleP, YieldLetsOthersRun) {
   std::atomic<int> bad{0};
   goro::WaitGroup wg;
   wg.add(2);
+  // The wait for a turn is bounded by time, not by a count of yields: the first goroutine may
+  // start while this (plain) thread, descheduled on a loaded machine, has not spawned the second
+  // yet. Once the deadline passes every wait gives up at once, so a failure cannot hang.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (int me = 0; me < 2; me++) {
     goro::go([&, me] {
       for (int i = 0; i < 1000; i++) {
-        // Wait (by yielding) for our turn; bounded so a failure cannot hang.
-        int spins = 0;
-        while (turn.load() % 2 != me && spins++ < 100000) goro::yield();
+        while (turn.load() % 2 != me && std::chrono::steady_clock::now() < deadline) {
+          goro::yield();
+        }
         if (turn.load() % 2 != me) bad++;
         turn++;
       }
