@@ -95,27 +95,18 @@ void event_loop(int lfd) {
         continue;
       }
       auto* c = reinterpret_cast<Conn*>(ud & ~std::uintptr_t{7});
-      if ((ud & 7) == kRecv) {
-        if (res <= 0) {
-          close(c->fd);
-          delete c;
-          continue;
-        }
+      const bool recv = (ud & 7) == kRecv;
+      if (res < 0 || (recv && res == 0)) {  // an error, or the peer closed
+        close(c->fd);
+        delete c;
+      } else if (recv) {
         c->sent = 0;
         c->len = static_cast<unsigned>(res);
         arm_send(&ring, c);
+      } else if (c->sent += static_cast<unsigned>(res); c->sent < c->len) {
+        arm_send(&ring, c);
       } else {
-        if (res < 0) {
-          close(c->fd);
-          delete c;
-          continue;
-        }
-        c->sent += static_cast<unsigned>(res);
-        if (c->sent < c->len) {
-          arm_send(&ring, c);
-        } else {
-          arm_recv(&ring, c);
-        }
+        arm_recv(&ring, c);
       }
     }
     io_uring_cq_advance(&ring, seen);
